@@ -1,0 +1,3 @@
+"""charattr core library: pure Python, no Dagster."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,116 @@
+"""Result writers: stream fused rows to Parquet, CSV or JSON Lines (the writer end of
+reader -> worker -> writer). Multi-valued attributes are lists in Parquet/JSONL and
+`|`-joined strings in CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Protocol
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import ConfigError
+from .schema import Vocabulary
+
+FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+def output_format(path: str | Path) -> str:
+    fmt = FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"Output file {path} must end in .parquet, .csv or .jsonl.")
+    return fmt
+
+
+def fused_arrow_schema(vocabulary: Vocabulary) -> pa.Schema:
+    """The Parquet schema of fused rows (`FusedAttributes.to_flat()`), derived from the vocabulary."""
+    fields: list[pa.Field] = [pa.field("image_id", pa.string()), pa.field("source_uri", pa.string())]
+    for attr in vocabulary.attributes:
+        fields += [pa.field(attr.key, pa.list_(pa.string())), pa.field(f"{attr.key}_confidence", pa.float32())]
+    fields += [pa.field(name, pa.float32() if name == "confidence" else pa.string())
+               for name in ("confidence", "strategy", "attribute_strategies", "evidence", "versions", "notes")]
+    return pa.schema(fields)
+
+
+class RowWriter(Protocol):
+    def write(self, rows: list[dict[str, Any]]) -> None: ...
+    def close(self) -> None: ...
+
+
+class _ParquetRows:
+    def __init__(self, path: Path, schema: pa.Schema):
+        self._schema = schema
+        self._writer = pq.ParquetWriter(path, schema, compression="zstd")
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self._writer.write_table(pa.Table.from_pylist(rows, schema=self._schema))
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class _CsvRows:
+    def __init__(self, path: Path, columns: list[str]):
+        self._fh = open(path, "w", newline="", encoding="utf-8")
+        self._csv = csv.DictWriter(self._fh, fieldnames=columns, extrasaction="ignore")
+        self._csv.writeheader()
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        self._csv.writerows({k: "|".join(v) if isinstance(v, list) else v for k, v in r.items()} for r in rows)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class _JsonlRows:
+    def __init__(self, path: Path):
+        self._fh = open(path, "w", encoding="utf-8")
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        self._fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class FusedResultWriter:
+    """Writes to `<path>.tmp` and renames on success, so a crash never leaves a file that
+    looks complete."""
+
+    def __init__(self, path: str | Path, vocabulary: Vocabulary):
+        self.path = Path(path)
+        fmt = output_format(self.path)
+        if not self.path.parent.exists():
+            raise ConfigError(f"Output folder {self.path.parent} does not exist.")
+        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        schema = fused_arrow_schema(vocabulary)
+        self._rows: RowWriter = (
+            _ParquetRows(self._tmp, schema) if fmt == "parquet"
+            else _CsvRows(self._tmp, schema.names) if fmt == "csv"
+            else _JsonlRows(self._tmp)
+        )
+        self.count = 0
+
+    def write(self, rows: Iterable[dict[str, Any]]) -> None:
+        rows = list(rows)
+        self._rows.write(rows)
+        self.count += len(rows)
+
+    def close(self) -> None:
+        self._rows.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        self._rows.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "FusedResultWriter":
+        return self
+
+    def __exit__(self, exc_type, *_exc) -> None:
+        self.abort() if exc_type else self.close()
