@@ -1,0 +1,182 @@
+"""The WebDataset reader: `.tar` shards whose members are grouped into samples by key.
+
+A member `dir/abc.seg.jpg` has key `dir/abc` and extension `seg.jpg` (WebDataset's rule: the
+key ends at the first dot of the file name). Members of one sample are adjacent in the tar, as
+WebDataset writes them; that is what lets a shard stream in one pass (`tarfile` stream mode).
+Each image member is one item; all images of a sample share its tags, taken from the first of
+`abc.tags`, `abc.txt` or `abc.json` (fields `tags`, `tag_string`, `caption`, `text`). Uris are
+`<tar>#<member name>`. Member names are only keys: nothing is ever extracted to disk, so a name
+like `../../etc/x.jpg` is harmless. Links and other non-file members named like images become
+items with errors; hidden members (`._abc.jpg` from macOS tar) are skipped. A truncated or
+corrupt tar yields everything before the damage and then one item saying where it broke.
+"""
+
+from __future__ import annotations
+
+import tarfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from ..records import SourceItem
+from .base import FileShardSource, SourceReadError, is_hidden, is_image_name
+from .tagtext import MAX_TAGS_BYTES, TagTextError, check_size, decode_tag_text, tags_from_json
+
+TAG_EXTENSIONS = ("tags", "txt", "json")  # in order of preference
+_INDEXES_KEPT = 4  # tar member indexes kept for `load_bytes`
+
+
+@dataclass
+class _Sample:
+    """The members of one key seen so far: images (name, bytes or error) and raw tag files."""
+
+    key: str | None
+    images: list[tuple[str, bytes | None, str | None]] = field(default_factory=list)
+    tag_files: dict[str, tuple[str, bytes | None, str | None]] = field(default_factory=dict)
+
+    def tags(self, max_bytes: int) -> tuple[str | None, str | None]:
+        """(tags, None), or (None, why the preferred tags file is unusable)."""
+        for ext in TAG_EXTENSIONS:
+            if ext in self.tag_files:
+                name, raw, error = self.tag_files[ext]
+                try:
+                    if error or raw is None:
+                        raise TagTextError(error or f"{name} cannot be read")
+                    text = tags_from_json(raw, name, max_bytes) if ext == "json" else decode_tag_text(raw, name, max_bytes)
+                    return text, None
+                except TagTextError as exc:
+                    return None, f"unreadable tags file: {exc}"
+        return None, None
+
+    def items(self, tar_path: Path, shard: str, max_bytes: int) -> Iterator[SourceItem]:
+        if not self.images:
+            return
+        tags, tags_error = self.tags(max_bytes)
+        for name, data, error in self.images:
+            reasons = [r for r in (error, tags_error) if r]
+            yield SourceItem(uri=f"{tar_path}#{name}", shard=shard, data=data, tags=tags,
+                             error="; ".join(reasons) or None)
+
+
+class WebDatasetSource(FileShardSource):
+    """Images and tags in WebDataset `.tar` shards."""
+
+    kind = "webdataset"
+    suffix = ".tar"
+
+    def __init__(self, root: str | Path, *, max_tags_bytes: int = MAX_TAGS_BYTES) -> None:
+        super().__init__(root)
+        self.max_tags_bytes = max_tags_bytes
+        self._lock = threading.Lock()
+        self._indexes: OrderedDict[Path, dict[str, tuple[int, int]]] = OrderedDict()
+
+    def read(self, shard: str) -> Iterator[SourceItem]:
+        path = self._shard_file(shard)
+        sample, reading, last = _Sample(key=None), None, ""
+        try:
+            with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
+                for member in tar:
+                    last = member.name
+                    key, ext = _split_name(member.name)
+                    if key is None or member.isdir():
+                        continue
+                    if key != sample.key:
+                        yield from sample.items(path, shard, self.max_tags_bytes)
+                        sample = _Sample(key=key)
+                    reading = member.name
+                    self._add(sample, tar, member, ext)
+                    reading = None
+                _check_end(f, tar.offset)
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            yield from sample.items(path, shard, self.max_tags_bytes)
+            # The uri names the member being read when it broke, else the tar itself ("<tar>#"),
+            # so it never repeats the uri of an item already yielded.
+            where = f"in member {reading!r}" if reading else f"after member {last!r}" if last else "at its start"
+            yield SourceItem(uri=f"{path}#{reading or ''}", shard=shard, data=None,
+                             error=f"unreadable tar file: truncated or corrupt {where} ({exc})")
+            return
+        yield from sample.items(path, shard, self.max_tags_bytes)
+
+    def _add(self, sample: _Sample, tar: tarfile.TarFile, member: tarfile.TarInfo, ext: str) -> None:
+        """Read one member into its sample (stream mode: now or never)."""
+        name = member.name
+        tag_ext = ext.rpartition(".")[2]
+        if is_image_name(name):
+            if not member.isfile():
+                sample.images.append((name, None, "unreadable file: tar member is a link or special file, not a file"))
+            else:
+                sample.images.append((name, _read_member(tar, member), None))
+        elif tag_ext in TAG_EXTENSIONS and tag_ext not in sample.tag_files:
+            try:
+                if not member.isfile():
+                    raise TagTextError(f"{name} is a link or special file, not a file")
+                check_size(name, member.size, self.max_tags_bytes)
+                sample.tag_files[tag_ext] = (name, _read_member(tar, member), None)
+            except TagTextError as exc:
+                sample.tag_files[tag_ext] = (name, None, str(exc))
+
+    def load_bytes(self, uri: str) -> bytes:
+        cut = uri.lower().find(self.suffix + "#")
+        if cut < 0:
+            raise SourceReadError(f"Uri {uri!r} is not a tar member uri like <file>.tar#<member>.")
+        path = self._uri_file(uri[: cut + len(self.suffix)])
+        member = uri[cut + len(self.suffix) + 1:]
+        try:
+            location = self._index(path).get(member)
+            if location is not None:
+                offset, size = location
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    data = f.read(size)
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise SourceReadError(f"Cannot read {uri}: {exc}.") from None
+        if location is None:
+            raise SourceReadError(f"Cannot read {uri}: {path.name} has no file member {member!r}.")
+        if len(data) != size:
+            raise SourceReadError(f"Cannot read {uri}: the tar file is truncated.")
+        return data
+
+    def _index(self, path: Path) -> dict[str, tuple[int, int]]:
+        """Member name -> (data offset, size) for the regular files of one tar; the last few are kept.
+        Building it reads only the headers (tarfile seeks over the data)."""
+        with self._lock:
+            if path in self._indexes:
+                self._indexes.move_to_end(path)
+                return self._indexes[path]
+            index: dict[str, tuple[int, int]] = {}
+            try:
+                with tarfile.open(path, mode="r:") as tar:
+                    for member in tar:
+                        if member.isfile():
+                            index[member.name] = (member.offset_data, member.size)
+            except (tarfile.TarError, EOFError):
+                pass  # a damaged tail: the members before it can still be read
+            self._indexes[path] = index
+            if len(self._indexes) > _INDEXES_KEPT:
+                self._indexes.popitem(last=False)
+            return index
+
+
+def _check_end(f: BinaryIO, offset: int) -> None:
+    """`tarfile` ends quietly at a header it cannot parse (a cut-off or garbled one); only zero
+    blocks (the end-of-archive marker) or nothing may follow the last member."""
+    f.seek(offset)
+    if f.read(1024).strip(b"\0"):
+        raise tarfile.ReadError("a header after it cannot be read")
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    stream = tar.extractfile(member)
+    assert stream is not None  # only called for regular files
+    return stream.read()
+
+
+def _split_name(name: str) -> tuple[str | None, str]:
+    """(key, extension) of a member name; (None, "") for hidden members and names without a dot."""
+    directory, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    if not base or is_hidden(base) or not dot:
+        return None, ""
+    return (f"{directory}/{stem}" if directory else stem), ext.lower()
