@@ -1,0 +1,190 @@
+"""CLIP through open_clip: model loading, the `clip_embeddings` stage, zero-shot scoring.
+
+The public API lives here; the pieces are in `clip_loading.py` (where weights come from, never
+hanging on the network), `clip_model.py` (`ClipModel`: image/text encoding) and
+`clip_zero_shot.py` (scores from stored embeddings).
+
+    model = load_clip("ViT-B-32", "openai")           # or pretrained="/path/to/weights.safetensors"
+    rows = embed_images(records, model, source_load_bytes, batch_size=64, num_workers=4)
+    text = model.text_embeddings(vocabulary)           # cached per vocabulary
+    estimates = zero_shot(matrix_of_embeddings, vocabulary, text)
+
+`embed_images` overlaps decoding/preprocessing (worker threads; Pillow and torchvision release
+the GIL for most of the work) with model inference on the calling thread. At most
+`prefetch_batches + 1` batches are in flight, so memory does not grow with the input.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from .batching import batched
+from .clip_loading import (
+    ALLOW_DOWNLOAD_ENV, RANDOM_WEIGHTS, TINY_MODEL, WeightsSource, describe_exception, load_clip,
+    register_model_configs, resolve_device, resolve_precision, resolve_weights,
+)
+from .clip_model import ClipModel
+from .clip_zero_shot import ZERO_SHOT_EVIDENCE, zero_shot, zero_shot_version
+from .errors import ConfigError
+from .records import ClipEmbedding, ImageRecord
+
+__all__ = [
+    "ALLOW_DOWNLOAD_ENV", "CLIP_CODE_VERSION", "RANDOM_WEIGHTS", "TINY_MODEL", "ClipModel", "OomBackoffEncoder",
+    "WeightsSource", "ZERO_SHOT_EVIDENCE", "clip_stage_version", "decode_image", "embed_images", "load_clip",
+    "register_model_configs", "resolve_device", "resolve_precision", "resolve_weights", "zero_shot",
+    "zero_shot_version",
+]
+
+log = logging.getLogger(__name__)
+
+CLIP_CODE_VERSION = 1  # bump when decoding/preprocessing/encoding changes the embeddings
+DEFAULT_PREFETCH_BATCHES = 2
+
+
+def clip_stage_version(model_key: str) -> str:
+    """Stage version of `clip_embeddings`, e.g. `clip-1+ViT-B-32/openai`."""
+    return f"clip-{CLIP_CODE_VERSION}+{model_key}"
+
+
+# --------------------------------------------------------------------------------------------
+# decoding and preprocessing (runs in worker threads)
+
+
+def decode_image(data: bytes, min_size: tuple[int, int] | None = None) -> Image.Image:
+    """Decode image bytes to RGB; transparent pixels are composited onto white.
+
+    With `min_size`, JPEGs are decoded at a reduced scale (1/2 .. 1/8, nearly free in the DCT)
+    that still keeps both sides at least `min_size`; the caller's resize does the rest.
+    """
+    with Image.open(io.BytesIO(data)) as image:
+        if min_size is not None:
+            image.draft("RGB", min_size)
+        image.load()
+        # Upright as a viewer sees it (and as raw_images reports width/height).
+        image = ImageOps.exif_transpose(image)
+        # Anime art often has transparent backgrounds; dropping alpha would turn them black.
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+        return image.convert("RGB")
+
+
+def _prepare(record: ImageRecord, *, load_bytes: Callable[[ImageRecord], bytes],
+             preprocess: Callable[[Image.Image], torch.Tensor], min_size: tuple[int, int]) -> torch.Tensor | str:
+    """One image -> its model input, or the one-sentence reason it has none. Never raises."""
+    try:
+        data = load_bytes(record)
+    except Exception as exc:  # noqa: BLE001 - any failure is this image's, not the batch's
+        return f"Could not read the image bytes of {record.source_uri} ({describe_exception(exc)})."
+    try:
+        image = decode_image(data, min_size)
+    except Exception as exc:  # noqa: BLE001
+        return f"Could not decode the image for CLIP ({describe_exception(exc)})."
+    try:
+        return preprocess(image)
+    except Exception as exc:  # noqa: BLE001
+        return f"Could not preprocess the image for CLIP ({describe_exception(exc)})."
+
+
+# --------------------------------------------------------------------------------------------
+# inference with out-of-memory backoff
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+class OomBackoffEncoder:
+    """Encode a batch in chunks of at most `chunk_size`; on out-of-memory, halve the chunk and retry it.
+
+    The smaller chunk size sticks for later batches: memory pressure rarely goes away by itself.
+    An out-of-memory error on a single image is re-raised (the model itself does not fit).
+    """
+
+    def __init__(self, encode: Callable[[torch.Tensor], np.ndarray], chunk_size: int) -> None:
+        self._encode = encode
+        self.chunk_size = chunk_size
+
+    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+        parts: list[np.ndarray] = []
+        start = 0
+        while start < len(batch):
+            chunk = batch[start:start + self.chunk_size]
+            try:
+                parts.append(self._encode(chunk))
+                start += len(chunk)
+                continue
+            except Exception as exc:
+                if not _is_out_of_memory(exc) or len(chunk) == 1:
+                    raise
+            # Out of the except block, the traceback and the activations its frames held are freed.
+            self.chunk_size = max(1, len(chunk) // 2)
+            log.warning("CLIP ran out of memory on %d images; retrying in chunks of %d", len(chunk), self.chunk_size)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        return np.concatenate(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# the stage
+
+
+def _finish_batch(batch: list[ImageRecord], futures: list[Future] | None, prepare: Callable[[ImageRecord], torch.Tensor | str],
+                  encode: OomBackoffEncoder, model_key: str) -> Iterator[ClipEmbedding]:
+    prepared = [f.result() for f in futures] if futures is not None else [prepare(r) for r in batch]
+    ok = [i for i, p in enumerate(prepared) if isinstance(p, torch.Tensor)]
+    vectors = encode(torch.stack([prepared[i] for i in ok])) if ok else np.zeros((0, 0), np.float32)
+    finite = np.isfinite(vectors).all(axis=1)
+    stored = vectors.astype(np.float16)  # the storage type; rows are unit vectors, well within range
+    row_of = {i: row for row, i in enumerate(ok)}
+    for i, record in enumerate(batch):
+        row = row_of.get(i)
+        if row is None:
+            yield ClipEmbedding(record.image_id, model_key, None, error=prepared[i])  # type: ignore[arg-type]
+        elif not finite[row]:
+            yield ClipEmbedding(record.image_id, model_key, None,
+                                error="CLIP produced a non-finite embedding for this image.")
+        else:
+            yield ClipEmbedding(record.image_id, model_key, stored[row].copy())
+
+
+def embed_images(records: Iterable[ImageRecord], model: ClipModel, load_bytes: Callable[[ImageRecord], bytes],
+                 batch_size: int = 32, num_workers: int = 2, *,
+                 prefetch_batches: int = DEFAULT_PREFETCH_BATCHES) -> Iterator[ClipEmbedding]:
+    """The `clip_embeddings` stage: one `ClipEmbedding` (float16, L2-normalised) per usable record, in input order.
+
+    Records with `status="failed"` are skipped. An image that cannot be read, decoded or
+    preprocessed yields a row with `embedding=None` and the reason in `error`; the rest of its
+    batch is unaffected. `num_workers` threads decode and preprocess up to `prefetch_batches`
+    batches ahead of inference (0 workers: everything on the calling thread). On CUDA out of
+    memory, the batch is retried in halves (see `OomBackoffEncoder`).
+    """
+    if batch_size < 1 or num_workers < 0 or prefetch_batches < 0:
+        raise ConfigError("batch_size must be at least 1, and num_workers and prefetch_batches at least 0.")
+    # Decode JPEGs at no less than twice the model input, so the bicubic resize still sees full detail.
+    min_size = (2 * model.image_size[1], 2 * model.image_size[0])
+    prepare = functools.partial(_prepare, load_bytes=load_bytes, preprocess=model.preprocess, min_size=min_size)
+    encode = OomBackoffEncoder(model.encode_tensor, batch_size)
+    usable = (r for r in records if r.ok and r.image_id is not None)
+    pool = ThreadPoolExecutor(num_workers, thread_name_prefix="charattr-clip") if num_workers else None
+    pending: deque[tuple[list[ImageRecord], list[Future] | None]] = deque()
+    try:
+        for batch in batched(usable, batch_size):
+            pending.append((batch, [pool.submit(prepare, r) for r in batch] if pool else None))
+            if len(pending) > prefetch_batches:
+                yield from _finish_batch(*pending.popleft(), prepare, encode, model.model_key)
+        while pending:
+            yield from _finish_batch(*pending.popleft(), prepare, encode, model.model_key)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,356 @@
+"""Loading CLIP models through open_clip without ever hanging on the network.
+
+Where the weights come from (`pretrained=`):
+  - an open_clip tag (`"openai"`, `"laion2b_s34b_b79k"`, ...): looked up in the local Hugging
+    Face cache first, with no network at all. Only when downloading is allowed
+    (`allow_download=True`, or the environment variable `CHARATTR_ALLOW_DOWNLOAD=1`) does a cache
+    miss go to the Hub, with bounded timeouts; otherwise it raises `ModelUnavailableError` at
+    once, saying which file is missing and how to provide it. Downloading is off by default
+    because a pipeline must not stall on a machine without network, and a silent multi-GB
+    download is not something a batch job should decide on its own.
+  - a local checkpoint file (.safetensors, .pt, .pth, .bin): loaded with
+    `torch.load(weights_only=True)` or safetensors, never by unpickling arbitrary objects.
+  - `None` or `"random"`: random weights from a fixed seed, so the same architecture always
+    gives the same embeddings (tests, benchmarks).
+
+Devices: `"auto"` picks cuda, then mps, then cpu. Precision: `"auto"` is fp16 on CUDA and fp32
+elsewhere; fp16 requested on a CPU falls back to fp32 with a `RuntimeWarning` (so one config
+works on the GPU box and on a laptop), bf16 on a GPU without bf16 falls back to fp16. Precision
+is not part of the model key: it changes embeddings only in the last bits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import logging
+import os
+import pickle
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import open_clip
+import torch
+import xxhash
+
+from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+from .clip_model import ClipModel
+from .config import PRECISIONS
+from .errors import ConfigError, ModelUnavailableError
+
+log = logging.getLogger(__name__)
+
+MODEL_CONFIG_DIR = Path(__file__).with_name("model_configs")
+TINY_MODEL = "charattr-tiny"  # the project's test architecture (model_configs/charattr-tiny.json)
+RANDOM_WEIGHTS = "random"
+RANDOM_WEIGHTS_SEED = 0
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+ALLOW_DOWNLOAD_ENV = "CHARATTR_ALLOW_DOWNLOAD"
+DOWNLOAD_TIMEOUT_S = 30.0  # metadata request timeout (reads time out after HF_HUB_DOWNLOAD_TIMEOUT): never a hang
+_PREFERRED_MODELS = ("ViT-B-32", "ViT-B-16", "ViT-L-14", TINY_MODEL)
+
+_register_lock = threading.Lock()
+_registered = False
+
+
+def register_model_configs() -> None:
+    """Make the project's architectures (`model_configs/*.json`) known to open_clip; idempotent."""
+    global _registered
+    with _register_lock:
+        if not _registered:
+            open_clip.add_model_config(MODEL_CONFIG_DIR)
+            _registered = True
+
+
+# --------------------------------------------------------------------------------------------
+# device and precision
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """`"auto"` -> cuda, then mps, then cpu; an explicit device must exist on this machine."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"Unknown device {device!r}; choose auto, cpu, cuda (or cuda:N) or mps.") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"Device {device!r} was requested but no CUDA GPU is usable here; use device 'auto' or 'cpu'.")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("Device 'mps' was requested but Apple's MPS backend is not available here; use device 'auto' or 'cpu'.")
+    if resolved.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"Unknown device {device!r}; choose auto, cpu, cuda (or cuda:N) or mps.")
+    return resolved
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """Map `auto|fp32|fp16|bf16` to what this device runs well (see the module docstring)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"Unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}.")
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        warnings.warn("Precision fp16 is slow or unsupported on CPU; using fp32 instead.", RuntimeWarning, stacklevel=3)
+        return "fp32"
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        warnings.warn("This GPU does not support bf16; using fp16 instead.", RuntimeWarning, stacklevel=3)
+        return "fp16"
+    return precision
+
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+# --------------------------------------------------------------------------------------------
+# where the weights come from
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Resolved `pretrained=`: `path` is None for random weights; `tag_cfg` is open_clip's entry for a tag."""
+
+    label: str  # the part of the model key after the architecture: "openai", "random", "file:<hash>"
+    path: str | None = None
+    tag_cfg: dict = field(default_factory=dict)
+    from_cache: bool = False  # the file came from the download cache, not from the user
+
+
+def _unknown_model_error(model_name: str) -> ConfigError:
+    if model_name.startswith(("hf-hub:", "local-dir:")):
+        return ConfigError(f"Model names with a schema ({model_name!r}) are not supported; use an open_clip "
+                           "architecture name such as 'ViT-B-32' and pass the weights with pretrained=PATH.")
+    known = open_clip.list_models()
+    suggestions = difflib.get_close_matches(model_name, known, n=3, cutoff=0.5)
+    for name in _PREFERRED_MODELS:
+        if len(suggestions) < 4 and name not in suggestions:
+            suggestions.append(name)
+    return ConfigError(f"Unknown CLIP model {model_name!r}; valid names include {', '.join(suggestions)} "
+                       "(open_clip.list_models() lists all).")
+
+
+def _looks_like_path(pretrained: str) -> bool:
+    return ("/" in pretrained or os.sep in pretrained or pretrained.startswith(("~", "."))
+            or pretrained.lower().endswith(CHECKPOINT_SUFFIXES) or os.path.exists(pretrained))
+
+
+def _file_digest(path: Path) -> str:
+    """xxh3-128 of the checkpoint file (streamed), so the model key follows the weights, not the path."""
+    digest = xxhash.xxh3_128()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def _hf_location(tag_cfg: dict) -> tuple[str, list[str]]:
+    """open_clip's `hf_hub` entry ("org/repo/" or "org/repo/file") -> (repo id, files to try, safetensors first)."""
+    repo_id, filename = os.path.split(tag_cfg["hf_hub"])
+    if not filename or filename == HF_WEIGHTS_NAME:
+        return repo_id, [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]
+    stem, suffix = os.path.splitext(filename)
+    return repo_id, ([f"{stem}.safetensors"] if suffix in (".bin", ".pth") else []) + [filename]
+
+
+def _hf_cache_dir(cache_dir: str | None) -> str:
+    if cache_dir:
+        return str(cache_dir)
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def _find_in_hf_cache(repo_id: str, filenames: list[str], cache_dir: str | None) -> str | None:
+    """Look the files up in the local Hugging Face cache; never touches the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in filenames:
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
+        if isinstance(found, str) and os.path.isfile(found):
+            return found
+    return None
+
+
+def _hf_download(repo_id: str, filenames: list[str], cache_dir: str | None) -> str:
+    """Download the first of `filenames` that the repository has; raises the last error."""
+    from huggingface_hub import hf_hub_download
+
+    error: Exception | None = None
+    for filename in filenames:
+        try:
+            return hf_hub_download(repo_id, filename, cache_dir=cache_dir, etag_timeout=DOWNLOAD_TIMEOUT_S,
+                                   library_name="open_clip", library_version=open_clip.__version__)
+        except Exception as exc:  # noqa: BLE001 - a missing safetensors variant is normal; keep trying
+            error = exc
+    assert error is not None
+    raise error
+
+
+def _download_allowed(allow_download: bool | None) -> bool:
+    if allow_download is not None:
+        return allow_download
+    return os.environ.get(ALLOW_DOWNLOAD_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_weights(model_name: str, pretrained: str | os.PathLike | None, *,
+                    allow_download: bool | None = None, cache_dir: str | None = None) -> WeightsSource:
+    """Decide where `model_name`'s weights come from, downloading only when allowed (see the module docstring)."""
+    if pretrained is None or str(pretrained).strip().lower() in ("", RANDOM_WEIGHTS, "none"):
+        return WeightsSource(label=RANDOM_WEIGHTS)
+    pretrained = str(pretrained)
+    if _looks_like_path(pretrained):
+        path = Path(pretrained).expanduser()
+        if path.is_dir():
+            raise ConfigError(f"Checkpoint path {path} is a directory; pass the weights file inside it "
+                              f"({', '.join(CHECKPOINT_SUFFIXES)}).")
+        if not path.is_file():
+            raise ConfigError(f"Checkpoint file {path} does not exist; pass an existing .safetensors/.pt/.bin "
+                              "file or an open_clip tag such as 'openai'.")
+        return WeightsSource(label=f"file:{_file_digest(path)}", path=str(path))
+
+    tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    tag = pretrained.lower().replace("-", "_")  # open_clip's spelling of tags
+    if not tag_cfg:
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        hint = f"known tags are {', '.join(tags[:6])}" if tags else f"{model_name} has no published weights"
+        raise ConfigError(f"Unknown pretrained weights {pretrained!r} for {model_name} ({hint}); pass a tag, a "
+                          "checkpoint file path, or 'random'.")
+    if tag_cfg.get("file"):
+        return WeightsSource(label=tag, path=tag_cfg["file"], tag_cfg=tag_cfg, from_cache=True)
+
+    repo_id, filenames = _hf_location(tag_cfg)
+    cache = _hf_cache_dir(cache_dir)
+    found = _find_in_hf_cache(repo_id, filenames, cache)
+    if found:
+        return WeightsSource(label=tag, path=found, tag_cfg=tag_cfg, from_cache=True)
+    if not _download_allowed(allow_download):
+        raise ModelUnavailableError(
+            f"CLIP weights {model_name}/{tag} ({repo_id}) are not in the local cache {cache} and downloading is "
+            f"off; pass a local checkpoint file with pretrained=PATH (--pretrained PATH), or run once online with "
+            f"allow_download=True (or {ALLOW_DOWNLOAD_ENV}=1) to fill the cache.")
+    log.info("Downloading CLIP weights %s/%s from the Hugging Face Hub (%s) into %s", model_name, tag, repo_id, cache)
+    try:
+        path = _hf_download(repo_id, filenames, cache)
+    except Exception as exc:  # noqa: BLE001 - any failure means the same thing to the user
+        raise ModelUnavailableError(
+            f"Could not download CLIP weights {model_name}/{tag} from the Hugging Face Hub ({repo_id}: "
+            f"{describe_exception(exc)}); check the network, or pass a local checkpoint file with pretrained=PATH "
+            "(--pretrained PATH).") from exc
+    return WeightsSource(label=tag, path=path, tag_cfg=tag_cfg, from_cache=True)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """`Type: first line of the message`, short enough for a one-sentence error."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def _check_hf_text_tower(model_name: str, model_cfg: dict, allow_download: bool | None, cache_dir: str | None) -> None:
+    """Architectures with a Hugging Face text tower fetch its config at build time; keep that offline too."""
+    text_cfg = model_cfg.get("text_cfg", {})
+    hf_name = text_cfg.get("hf_model_name") or text_cfg.get("hf_tokenizer_name")
+    if not hf_name or _download_allowed(allow_download):
+        return
+    if _find_in_hf_cache(hf_name, ["config.json", "tokenizer_config.json"], _hf_cache_dir(cache_dir)) is None:
+        raise ModelUnavailableError(
+            f"Architecture {model_name} needs the Hugging Face model {hf_name}, which is not in the local cache "
+            f"{_hf_cache_dir(cache_dir)}; run once online with allow_download=True (or {ALLOW_DOWNLOAD_ENV}=1) to "
+            "fill the cache, or choose a model such as ViT-B-32.")
+
+
+# --------------------------------------------------------------------------------------------
+# building the model
+
+
+class _DropRandomInitWarning(logging.Filter):
+    # open_clip logs "initialized randomly" on the root logger before we load a checkpoint
+    # ourselves; that line would mislead whoever reads the log.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _seeded_and_quiet(seed: int) -> Iterator[None]:
+    """Random init from `seed` without touching the caller's global RNG state."""
+    root, quiet = logging.getLogger(), _DropRandomInitWarning()
+    root.addFilter(quiet)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        root.removeFilter(quiet)
+
+
+def _load_checkpoint(model: torch.nn.Module, source: WeightsSource, model_name: str) -> None:
+    """Load `source.path` into `model` (weights_only); a bad file becomes one clear sentence."""
+    where = f"Checkpoint {source.path}"
+    if source.from_cache:  # not the user's file: a damaged download, so say how to get a fresh one
+        error_cls, unreadable_fix = ModelUnavailableError, "; delete it and run once online to download it again"
+    else:
+        error_cls, unreadable_fix = ConfigError, ""
+    try:
+        open_clip.load_checkpoint(model, source.path, strict=True, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise error_cls(f"{where} holds Python objects besides tensors and charattr only loads plain weights "
+                        "(weights_only=True); re-save it as a state_dict or as safetensors.") from exc
+    except RuntimeError as exc:
+        if "state_dict" in str(exc):
+            raise error_cls(f"{where} does not match architecture {model_name} ({describe_exception(exc)}); pass the "
+                            "model_name the checkpoint was trained with.") from exc
+        raise error_cls(f"{where} could not be read ({describe_exception(exc)}){unreadable_fix}.") from exc
+    except Exception as exc:  # noqa: BLE001 - truncated files, foreign formats, ...
+        raise error_cls(f"{where} could not be read ({describe_exception(exc)}){unreadable_fix}.") from exc
+
+
+def load_clip(model_name: str = "ViT-B-32", pretrained: str | os.PathLike | None = "openai", device: str = "auto",
+              precision: str = "auto", *, allow_download: bool | None = None,
+              cache_dir: str | None = None) -> ClipModel:
+    """Load an open_clip model for inference.
+
+    Args:
+        model_name: an open_clip architecture (`open_clip.list_models()`), or `charattr-tiny`.
+        pretrained: an open_clip tag, a local checkpoint file, or None/"random" for seeded random weights.
+        device: "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N" or "mps".
+        precision: "auto", "fp32", "fp16" or "bf16" (see the module docstring for fallbacks).
+        allow_download: fetch missing tagged weights from the Hugging Face Hub; None reads
+            `CHARATTR_ALLOW_DOWNLOAD` from the environment (off unless set).
+        cache_dir: the Hugging Face cache to look in (default: huggingface_hub's).
+
+    Raises:
+        ConfigError: unknown model, unknown tag, bad device/precision, missing or unfit checkpoint file.
+        ModelUnavailableError: the tagged weights are not available without a download (says how to fix it).
+    """
+    register_model_configs()
+    # A schema name ('hf-hub:...') would make open_clip fetch its config from the network.
+    has_schema = model_name.startswith(("hf-hub:", "local-dir:"))
+    model_cfg = None if has_schema else open_clip.get_model_config(model_name)
+    if model_cfg is None:
+        raise _unknown_model_error(model_name)
+    torch_device = resolve_device(device)
+    precision_name = resolve_precision(precision, torch_device)
+    source = resolve_weights(model_name, pretrained, allow_download=allow_download, cache_dir=cache_dir)
+    _check_hf_text_tower(model_name, model_cfg, allow_download, cache_dir)
+
+    tag_cfg = source.tag_cfg
+    with _seeded_and_quiet(RANDOM_WEIGHTS_SEED):
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            model_name, pretrained=None, precision=precision_name, device=torch_device,
+            # A tag's weights were trained with its own activation and preprocessing (OpenAI's
+            # ViT-B-32 uses QuickGELU); apply them, as open_clip does when it downloads a tag.
+            force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+            image_mean=tag_cfg.get("mean"), image_std=tag_cfg.get("std"),
+            image_interpolation=tag_cfg.get("interpolation"), image_resize_mode=tag_cfg.get("resize_mode"),
+            pretrained_image=False, pretrained_text=False, cache_dir=cache_dir)
+    if source.path is not None:
+        _load_checkpoint(model, source, model_name)
+    tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
+    return ClipModel(model, preprocess, tokenizer, model_name=model_name, model_key=f"{model_name}/{source.label}",
+                     embed_dim=int(model_cfg["embed_dim"]), device=torch_device, dtype=_DTYPES[precision_name])
