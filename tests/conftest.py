@@ -1,0 +1,41 @@
+"""Shared pytest fixtures. Each section belongs to one module's tests; keep sections delimited."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+# ---- results store (charattr_core/store.py): `store_url` -------------------------------------
+POSTGRES_URL_ENV = "CHARATTR_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty results database: a SQLite file under tmp_path, or a fresh schema on the
+    PostgreSQL server named by $CHARATTR_TEST_POSTGRES_URL (skipped when that is unset)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store' / 'charattr.db'}"
+        return
+    base = os.environ.get(POSTGRES_URL_ENV)
+    if not base:
+        pytest.skip(f"PostgreSQL store tests need {POSTGRES_URL_ENV}=postgresql://user:password@host/db (unset here)")
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url(base)
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    schema = f"charattr_test_{uuid.uuid4().hex[:12]}"  # one schema per test: tests never see each other's rows
+    admin = sa.create_engine(url)
+    try:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        yield url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+    finally:
+        admin.dispose()
+# ---- end of results store section -----------------------------------------------------------
