@@ -1,0 +1,405 @@
+"""Held-out evaluation of every source, every fixed strategy and the learned fusion policy.
+
+What is measured, per attribute and overall, on labelled held-out examples (`EvalExample`):
+
+- accuracy: the mean `answer_score` over labelled items, where an `unknown` answer scores 0.
+  `answer_score` is 1/0 exact match for a single-valued attribute and the Jaccard overlap of
+  the value sets for a multi-valued one (so "accuracy" of hair colour gives partial credit for
+  naming one of two colours). The same function is the learned policy's reward: what the policy
+  optimises is exactly what this table reports.
+- macro-F1: per value, F1 = 2TP / (2TP + FP + FN), averaged over the values that occur in the
+  labels or the answers. An `unknown` answer is a false negative for the true value(s) and a
+  false positive for none. Overall macro-F1 is the mean of the attributes' macro-F1.
+- coverage: the fraction of items answered (not `unknown`); selective accuracy: accuracy over
+  the answered items only (what a user who ignores `unknown` gets).
+- ECE: expected calibration error over answered items, 10 equal-width confidence bins,
+  `sum_bins |sum(confidence) - sum(score)| / answered` (an unknown answer claims nothing, so
+  it is not in the calibration).
+- Overall accuracy, coverage and ECE pool every (image, attribute) item (micro average).
+
+Uncertainty: every number has a 95% percentile-bootstrap interval from resampling *images* with
+replacement (B = 1000, fixed seed), so the several attributes of one image move together. All
+methods are scored on the same resamples, which makes `EvalReport.compare(a, b)` a paired
+bootstrap of the difference ("the policy beats the best fixed strategy by X points [lo, hi]").
+The best fixed strategy is picked on the same data it is compared on, which flatters it a little
+(a conservative bias for a claim that the policy beats it).
+
+Honest limits: with self-supervised labels (confident tags hidden from the sources), the "truth"
+is the tag parser's confident answer, so these numbers measure agreement with confident tags on
+images where the tags were withheld: they say nothing about errors shared by tags and labels,
+and the tags source alone has no coverage on such items by construction. Held-out user
+corrections are the only independent ground truth. Per-item results (a few numbers and value
+indices per image, attribute and method) are held in memory: evaluate a sample of tens of
+thousands of held-out images, which already gives intervals of a fraction of a point.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .config import ALL_STRATEGIES
+from .fusion import (LEARNED_POLICY, FusionContext, StrategyChooser, Thresholds, check_strategy,
+                     clean_estimate, fuse_attribute)
+from .records import SOURCES, AttributeEstimate
+from .schema import UNKNOWN, Vocabulary
+
+N_BINS = 10
+METRICS = ("accuracy", "macro_f1", "coverage", "selective_accuracy", "ece")
+OVERALL = "overall"
+
+
+@dataclass
+class EvalExample:
+    """One labelled image: its sources' estimates (per source, per attribute), context, labels."""
+
+    image_id: str
+    sources: dict[str, dict[str, AttributeEstimate]]
+    context: FusionContext
+    labels: dict[str, tuple[str, ...]]
+
+    def attribute_sources(self, attribute: str) -> dict[str, AttributeEstimate]:
+        return {s: est[attribute] for s, est in self.sources.items() if attribute in est}
+
+
+def answer_score(predicted: Sequence[str], label: Sequence[str], multi: bool) -> float:
+    """1/0 exact match (single-valued) or Jaccard overlap (multi-valued); `unknown` scores 0."""
+    pred = {v for v in predicted if v != UNKNOWN}
+    truth = set(label)
+    if not pred or not truth:
+        return 0.0
+    if not multi:
+        return float(predicted[0] == label[0])
+    return len(pred & truth) / len(pred | truth)
+
+
+def expected_calibration_error(confidences: Sequence[float] | np.ndarray, correct: Sequence[float] | np.ndarray,
+                               n_bins: int = N_BINS) -> float:
+    """ECE with equal-width bins: sum over bins of |sum(confidence) - sum(correct)| / n."""
+    conf = np.asarray(confidences, dtype=np.float64).ravel()
+    hit = np.asarray(correct, dtype=np.float64).ravel()
+    if conf.size == 0:
+        return float("nan")
+    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+    gap = np.bincount(bins, weights=conf - hit, minlength=n_bins)
+    return float(np.abs(gap).sum() / conf.size)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its 95% bootstrap interval."""
+
+    value: float
+    low: float
+    high: float
+
+    def as_points(self, digits: int = 1) -> str:
+        if math.isnan(self.value):
+            return "–"
+        return f"{100 * self.value:.{digits}f} [{100 * self.low:.{digits}f}, {100 * self.high:.{digits}f}]"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Paired-bootstrap difference `a - b` of one metric, in the metric's units (fractions)."""
+
+    a: str
+    b: str
+    metric: str
+    attribute: str
+    margin: float
+    low: float
+    high: float
+
+    @property
+    def significant(self) -> bool:
+        """True when the 95% interval excludes zero."""
+        return self.low > 0 or self.high < 0
+
+    def __str__(self) -> str:
+        verb = "beats" if self.margin >= 0 else "trails"
+        return (f"{self.a} {verb} {self.b} by {100 * abs(self.margin):.1f} points of {self.metric} "
+                f"({self.attribute}; 95% CI of the difference [{100 * self.low:.1f}, {100 * self.high:.1f}])")
+
+
+class _ItemLog:
+    """Per-item results of one method on one attribute, kept compact for the bootstrap."""
+
+    def __init__(self) -> None:
+        self.image: list[int] = []
+        self.score: list[float] = []
+        self.answered: list[bool] = []
+        self.confidence: list[float] = []
+        self.tp: dict[str, list[int]] = defaultdict(list)  # value -> item indices
+        self.fp: dict[str, list[int]] = defaultdict(list)
+        self.fn: dict[str, list[int]] = defaultdict(list)
+
+    def add(self, image: int, predicted: AttributeEstimate, label: tuple[str, ...], multi: bool) -> None:
+        item = len(self.image)
+        answered = not predicted.is_unknown
+        pred = set(predicted.values) - {UNKNOWN} if answered else set()
+        truth = set(label)
+        self.image.append(image)
+        self.score.append(answer_score(predicted.values, label, multi) if answered else 0.0)
+        self.answered.append(answered)
+        self.confidence.append(float(predicted.confidence) if answered else 0.0)
+        for v in pred & truth:
+            self.tp[v].append(item)
+        for v in pred - truth:
+            self.fp[v].append(item)
+        for v in truth - pred:
+            self.fn[v].append(item)
+
+class _Compiled:
+    """Index arrays so that every metric's sums are weighted sums over items."""
+
+    def __init__(self, log: _ItemLog) -> None:
+        self.image = np.asarray(log.image, dtype=np.int64)
+        self.score = np.asarray(log.score, dtype=np.float64)
+        answered = np.asarray(log.answered, dtype=bool)
+        self.answered = answered.astype(np.float64)  # an unknown answer already scores 0
+        conf = np.asarray(log.confidence, dtype=np.float64)
+        bins = np.minimum((conf * N_BINS).astype(np.int64), N_BINS - 1)
+        self.bins = []  # per confidence bin: answered item indices, their confidences and scores
+        for k in range(N_BINS):
+            idx = np.flatnonzero(answered & (bins == k))
+            self.bins.append((idx, conf[idx], self.score[idx]))
+        values = sorted(set(log.tp) | set(log.fp) | set(log.fn))
+        self.classes = [tuple(np.asarray(d.get(v, ()), dtype=np.int64) for d in (log.tp, log.fp, log.fn))
+                        for v in values]  # per value: the items where it is a TP, FP, FN
+
+    @property
+    def size(self) -> int:
+        return int(self.image.size)
+
+    def sums(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Weighted sufficient statistics; `weights` is (resamples, images)."""
+        w = weights[:, self.image]  # (b, items)
+        out = {"n": w.sum(1), "score": w @ self.score, "answered": w @ self.answered,
+               "bin_gap": np.stack([w[:, idx] @ (c - s) for idx, c, s in self.bins], axis=1)}
+        f1 = []
+        for tp, fp, fn in self.classes:
+            t, f_p, f_n = w[:, tp].sum(1), w[:, fp].sum(1), w[:, fn].sum(1)
+            den = 2 * t + f_p + f_n
+            with np.errstate(invalid="ignore", divide="ignore"):
+                f1.append(np.where(den > 0, 2 * t / den, np.nan))
+        out["macro_f1"] = _nanmean_rows(np.stack(f1, axis=1)) if f1 else np.full(w.shape[0], np.nan)
+        return out
+
+
+def _nanmean_rows(m: np.ndarray) -> np.ndarray:
+    counts = np.sum(~np.isnan(m), axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, np.nansum(m, axis=1) / np.maximum(counts, 1), np.nan)
+
+
+def _metrics(s: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"accuracy": s["score"] / s["n"], "macro_f1": s["macro_f1"], "coverage": s["answered"] / s["n"],
+                "selective_accuracy": s["score"] / s["answered"],
+                "ece": np.abs(s["bin_gap"]).sum(1) / s["answered"]}
+
+
+@dataclass
+class EvalReport:
+    """The evaluation's numbers, with the bootstrap replicates kept for paired comparisons."""
+
+    methods: tuple[str, ...]
+    attributes: tuple[str, ...]
+    n_images: int
+    n_items: dict[str, int]
+    results: dict[tuple[str, str], dict[str, Interval]]
+    n_bootstrap: int
+    seed: int
+    reliability: dict[str, np.ndarray] = field(default_factory=dict)  # method -> (3, bins): n, conf, score
+    _replicates: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def metric(self, method: str, attribute: str = OVERALL, metric: str = "accuracy") -> Interval:
+        return self.results[(method, attribute)][metric]
+
+    def compare(self, a_method: str, b_method: str, attribute: str = OVERALL, metric: str = "accuracy") -> Comparison:
+        """Paired-bootstrap margin of `a - b` (same image resamples for both) with its 95% CI."""
+        margin = self.metric(a_method, attribute, metric).value - self.metric(b_method, attribute, metric).value
+        diff = self._replicates[(a_method, attribute)][metric] - self._replicates[(b_method, attribute)][metric]
+        diff = diff[~np.isnan(diff)]
+        lo, hi = (np.percentile(diff, [2.5, 97.5]) if diff.size else (np.nan, np.nan))
+        return Comparison(a_method, b_method, metric, attribute, float(margin), float(lo), float(hi))
+
+    def best_fixed(self, attribute: str = OVERALL, metric: str = "accuracy") -> str | None:
+        """The fixed strategy or baseline with the best point estimate (None if none evaluated)."""
+        fixed = [m for m in self.methods if m in ALL_STRATEGIES and not math.isnan(self.metric(m, attribute, metric).value)]
+        return max(fixed, key=lambda m: self.metric(m, attribute, metric).value, default=None)
+
+    def policy_claim(self, attribute: str = OVERALL) -> str | None:
+        """The sentence DESIGN asks for: the policy against the best fixed strategy, with its CI."""
+        best = self.best_fixed(attribute)
+        if LEARNED_POLICY not in self.methods or best is None:
+            return None
+        c = self.compare(LEARNED_POLICY, best, attribute)
+        verdict = "" if c.significant else " — not significant at 95%"
+        return f"{c}{verdict}"
+
+    def to_markdown(self) -> str:
+        head = (f"## Fusion evaluation\n\n{self.n_images} held-out images; 95% intervals from "
+                f"{self.n_bootstrap} bootstrap resamples of images (seed {self.seed}). Accuracy counts "
+                "`unknown` as wrong; multi-valued attributes score the Jaccard overlap. Numbers in %.\n")
+        lines = [head, "### Overall\n", "| method | accuracy | macro-F1 | coverage | selective accuracy | ECE |",
+                 "|---|---|---|---|---|---|"]
+        for m in self.methods:
+            r = self.results[(m, OVERALL)]
+            lines.append(f"| {m} | " + " | ".join(r[k].as_points() for k in METRICS) + " |")
+        claim = self.policy_claim()
+        if claim:
+            lines += ["", f"**{claim}.**"]
+        lines += ["", "### Accuracy per attribute\n",
+                  "| method | " + " | ".join(f"{a} (n={self.n_items[a]})" for a in self.attributes) + " |",
+                  "|---|" + "---|" * len(self.attributes)]
+        for m in self.methods:
+            lines.append(f"| {m} | " + " | ".join(self.results[(m, a)]["accuracy"].as_points() for a in self.attributes) + " |")
+        return "\n".join(lines) + "\n"
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Long format: method, attribute, metric, value, ci_low, ci_high, n_items."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as f:
+            out = csv.writer(f)
+            out.writerow(["method", "attribute", "metric", "value", "ci_low", "ci_high", "n_items"])
+            for (method, attribute), metrics in self.results.items():
+                n = sum(self.n_items.values()) if attribute == OVERALL else self.n_items[attribute]
+                for name, iv in metrics.items():
+                    out.writerow([method, attribute, name, f"{iv.value:.6g}", f"{iv.low:.6g}", f"{iv.high:.6g}", n])
+        return path
+
+    def reliability_plot(self, path: str | Path, methods: Sequence[str] | None = None) -> Path:
+        """Reliability diagram (accuracy against confidence, overall) as a PNG; no global backend change.
+
+        By default it shows the sources, the best fixed strategy and the policy (all methods
+        make an unreadable plot)."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig = Figure(figsize=(6, 5))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot(1, 1, 1)
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+        if methods is None:
+            methods = [m for m in self.methods if m in SOURCES or m == LEARNED_POLICY or m == self.best_fixed()]
+        for m in methods:
+            n, conf, score = self.reliability[m]
+            keep = n > 0
+            if keep.any():
+                ax.plot(conf[keep] / n[keep], score[keep] / n[keep], marker="o",
+                        label=f"{m} (ECE {100 * self.metric(m, OVERALL, 'ece').value:.1f})")
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy (answered items)")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize="small", loc="upper left")
+        ax.set_title("Reliability, held-out")
+        fig.tight_layout()
+        fig.savefig(path, format="png", dpi=100)
+        return path
+
+
+def _predict(example: EvalExample, attribute, method: str, thresholds: Thresholds,
+             choosers: Mapping[str, StrategyChooser]) -> AttributeEstimate:
+    sources = example.attribute_sources(attribute.key)
+    if method in SOURCES:
+        answer = clean_estimate(attribute, sources.get(method), method)
+        if answer is None:
+            return AttributeEstimate(attribute.key)
+        return AttributeEstimate(attribute.key, answer.values, answer.confidence, (method,), answer.scores)
+    strategy = choosers[method].choose_for(attribute, sources, example.context) if method in choosers else method
+    return fuse_attribute(attribute, sources, strategy, thresholds, example.context)
+
+
+def evaluate(examples: Iterable[EvalExample], vocabulary: Vocabulary, policy: StrategyChooser | None = None,
+             strategies: Sequence[str] = ALL_STRATEGIES, thresholds: Thresholds = Thresholds(),
+             sources: Sequence[str] = SOURCES, choosers: Mapping[str, StrategyChooser] | None = None,
+             n_bootstrap: int = 1000, seed: int = 0) -> EvalReport:
+    """Score every source alone, every strategy and the policy on labelled held-out examples.
+
+    `choosers` adds further named strategy choosers (e.g. a random-strategy baseline). Labels of
+    attributes the vocabulary does not know are ignored; examples are read once (streaming).
+    """
+    for s in strategies:
+        check_strategy(s)
+    named = dict(choosers or {})
+    if policy is not None:
+        named[LEARNED_POLICY] = policy
+    methods = tuple(sources) + tuple(strategies) + tuple(named)
+    logs: dict[tuple[str, str], _ItemLog] = defaultdict(_ItemLog)
+    n_images = 0
+    for example in examples:
+        image = n_images
+        n_images += 1
+        for key, label in example.labels.items():
+            if key not in vocabulary.keys or not label:
+                continue
+            attribute = vocabulary.attribute(key)
+            for method in methods:
+                logs[(method, key)].add(image, _predict(example, attribute, method, thresholds, named),
+                                        tuple(label), attribute.multi)
+    attributes = tuple(k for k in vocabulary.keys if (methods[0], k) in logs) if methods else ()
+    compiled = {k: _Compiled(log) for k, log in logs.items()}
+    n_items = {a: compiled[(methods[0], a)].size for a in attributes}
+
+    def all_metrics(weights: np.ndarray) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+        b = weights.shape[0]
+        out: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+        for m in methods:
+            per_attr = [compiled[(m, a)].sums(weights) for a in attributes]
+            for a, sums in zip(attributes, per_attr):
+                out[(m, a)] = _metrics(sums)
+            pooled = {k: sum((s[k] for s in per_attr), np.zeros(b)) for k in ("n", "score", "answered")}
+            pooled["bin_gap"] = sum((s["bin_gap"] for s in per_attr), np.zeros((b, N_BINS)))
+            pooled["macro_f1"] = (_nanmean_rows(np.stack([s["macro_f1"] for s in per_attr], axis=1))
+                                  if per_attr else np.full(b, np.nan))
+            out[(m, OVERALL)] = _metrics(pooled)
+        return out
+
+    point = all_metrics(np.ones((1, max(n_images, 1))))
+    replicates: dict[tuple[str, str], dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+    if n_images > 0 and n_bootstrap > 0:
+        rng = np.random.default_rng(seed)
+        uniform = np.full(n_images, 1.0 / n_images)
+        for start in range(0, n_bootstrap, 100):
+            weights = rng.multinomial(n_images, uniform, size=min(100, n_bootstrap - start)).astype(np.float64)
+            chunk = all_metrics(weights)
+            for key, metrics in chunk.items():
+                for name, values in metrics.items():
+                    replicates[key][name].append(values)
+    reps = {key: {name: np.concatenate(v) for name, v in metrics.items()} for key, metrics in replicates.items()}
+
+    results: dict[tuple[str, str], dict[str, Interval]] = {}
+    for key, metrics in point.items():
+        results[key] = {}
+        for name in METRICS:
+            value = float(metrics[name][0])
+            r = reps.get(key, {}).get(name, np.array([]))
+            r = r[~np.isnan(r)]
+            lo, hi = (np.percentile(r, [2.5, 97.5]) if r.size else (np.nan, np.nan))
+            results[key][name] = Interval(value, float(lo), float(hi))
+
+    reliability = {}
+    for m in methods:
+        counts = np.zeros(N_BINS)
+        conf = np.zeros(N_BINS)
+        score = np.zeros(N_BINS)
+        for a in attributes:
+            for k, (idx, c, s) in enumerate(compiled[(m, a)].bins):
+                counts[k] += idx.size
+                conf[k] += c.sum()
+                score[k] += s.sum()
+        reliability[m] = np.stack([counts, conf, score])
+    return EvalReport(methods=methods, attributes=attributes, n_images=n_images, n_items=n_items, results=results,
+                      n_bootstrap=n_bootstrap if n_images else 0, seed=seed, reliability=reliability, _replicates=reps)
