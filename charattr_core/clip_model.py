@@ -52,6 +52,10 @@ class ClipModel:
         self._channels_last = device.type == "cuda"
         if self._channels_last:
             self.model.to(memory_format=torch.channels_last)
+        # The model's own learned temperature (~100 for trained CLIP, ~14 at initialisation):
+        # zero-shot probabilities are only as sharp as the model has earned.
+        scale = getattr(model, "logit_scale", None)
+        self.logit_scale = float(scale.detach().exp().clamp(max=100.0)) if isinstance(scale, torch.Tensor) else 100.0
         self._text_cache: dict[str, dict[str, np.ndarray]] = {}
         self._text_lock = threading.Lock()
 

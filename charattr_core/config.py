@@ -42,6 +42,7 @@ class PipelineConfig:
     use_clip: bool = True
     model_name: str = "ViT-B-32"
     pretrained: str | None = "openai"  # an open_clip tag or a local checkpoint path
+    allow_download: bool | None = None  # fetch missing weights; None: env CHARATTR_ALLOW_DOWNLOAD decides (off)
     device: str = "auto"
     precision: str = "auto"
     batch_size: int = 32

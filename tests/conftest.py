@@ -39,3 +39,24 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     finally:
         admin.dispose()
 # ---- end of results store section -----------------------------------------------------------
+
+
+# ---- pipeline / CLI: a small synthetic source and the tiny CLIP model -----------------------
+TINY_MODEL = {"model_name": "charattr-tiny", "pretrained": None}
+
+
+@pytest.fixture(scope="session")
+def demo_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 synthetic characters in 2 shards, with noisy sidecar tags and ground truth (read-only)."""
+    from charattr_core.synthetic import write_demo_dataset
+
+    out = tmp_path_factory.mktemp("demo") / "sample"
+    write_demo_dataset(out, n_images=24, n_shards=2, seed=7, size=128)
+    return out
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> dict:
+    """Pipeline settings for tests: tiny random-weight CLIP, a private SQLite cache."""
+    return {**TINY_MODEL, "database_url": f"sqlite:///{tmp_path / 'cache.db'}", "batch_size": 8}
+# ---- end of pipeline / CLI section ----------------------------------------------------------

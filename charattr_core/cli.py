@@ -1,0 +1,212 @@
+"""The `charattr` command.
+
+    charattr extract IMAGE [--tags "1girl blonde_hair"]   one image -> JSON
+    charattr batch PATH --out results.parquet|csv|jsonl    a folder / Parquet / tar source -> table
+    charattr demo-data DIR                                 the bundled synthetic sample
+    charattr run SOURCE                                    the Dagster asset graph (charattr_dagster)
+
+User mistakes (bad arguments, missing paths, a bad database URL, missing model weights) end
+with one line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .config import ALL_STRATEGIES, DEVICES, PRECISIONS, PipelineConfig
+from .errors import CharattrError, ConfigError
+
+EXIT_USAGE = 2
+EXIT_ERROR = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error instead of the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("pipeline settings")
+    g.add_argument("--vocabulary", help="attribute vocabulary TOML (default: the bundled one)")
+    g.add_argument("--database-url", help="results/cache database (default: sqlite:///data/charattr.db)")
+    g.add_argument("--no-cache", action="store_true", help="do not read or write the results cache")
+    g.add_argument("--strategy", choices=ALL_STRATEGIES, help="fixed fusion strategy (default: confidence_weighted)")
+    g.add_argument("--policy", help="trained fusion policy (safetensors + JSON base path)")
+    g.add_argument("--probes", help="trained attribute probes (safetensors + JSON base path)")
+    g.add_argument("--threshold", type=float, help="accept threshold (default 0.8)")
+    g.add_argument("--low-threshold", type=float, help="fallback threshold (default 0.3)")
+    m = p.add_argument_group("CLIP model")
+    m.add_argument("--no-clip", action="store_true", help="tags only: do not load CLIP")
+    m.add_argument("--model", help="open_clip architecture (default ViT-B-32)")
+    m.add_argument("--pretrained", help="open_clip pretrained tag or local checkpoint path (default openai)")
+    m.add_argument("--allow-download", action="store_true", default=None,
+                   help="download missing weights (otherwise only the local cache is used)")
+    m.add_argument("--device", choices=DEVICES, help="default: auto (cuda, mps, cpu)")
+    m.add_argument("--precision", choices=PRECISIONS, help="default: auto (fp16 on CUDA, fp32 on CPU)")
+    m.add_argument("--batch-size", type=int, help="images per model batch (default 32)")
+    m.add_argument("--workers", type=int, help="decode/preprocess threads (default 2)")
+
+
+def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+    """Only the options the user gave override the defaults."""
+    mapping = {
+        "vocabulary": args.vocabulary, "database_url": args.database_url,
+        "fusion_strategy": args.strategy, "policy_path": args.policy, "probes_path": args.probes,
+        "confidence_threshold": args.threshold, "low_confidence_threshold": args.low_threshold,
+        "model_name": args.model, "pretrained": args.pretrained, "device": args.device,
+        "precision": args.precision, "allow_download": args.allow_download, "batch_size": args.batch_size, "num_workers": args.workers,
+    }
+    values = {k: v for k, v in mapping.items() if v is not None}
+    if args.no_cache:
+        values["cache_results"] = False
+    if args.no_clip:
+        values["use_clip"] = False
+    if values.get("pretrained") in ("none", "random"):
+        values["pretrained"] = None
+    return PipelineConfig.from_mapping(values)
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from .pipeline import create_pipeline
+    if not Path(args.image).is_file():
+        raise ConfigError(f"Image file {args.image} does not exist.")
+    with create_pipeline(config_from_args(args)) as pipe:
+        result = pipe.extract_from_image(args.image, tags=args.tags)
+        out = result.to_flat() if args.flat else result.to_dict(pipe.vocabulary)
+        if not args.flat:
+            out["evidence"] = {k: list(e.evidence) for k, e in result.attributes.items() if e.evidence}
+            out["confidences"] = {k: round(e.confidence, 4) for k, e in result.attributes.items()}
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .pipeline import RunSummary, create_pipeline
+    from .writers import FusedResultWriter, output_format
+
+    output_format(args.out)
+    if not Path(args.path).exists():
+        raise ConfigError(f"Source {args.path} does not exist.")
+    summary = RunSummary(output=str(args.out))
+    with create_pipeline(config_from_args(args)) as pipe, FusedResultWriter(args.out, pipe.vocabulary) as writer:
+        bar = tqdm(total=args.limit, unit="img", desc="charattr", disable=args.quiet or None, file=sys.stderr)
+        rows: list[dict] = []
+        for _record, fused in pipe.iter_results(args.path, limit=args.limit, summary=summary):
+            bar.update(1)
+            if fused is not None:
+                rows.append(fused.to_flat())
+            if len(rows) >= 1024:
+                writer.write(rows)
+                rows = []
+        writer.write(rows)
+        bar.close()
+        if pipe.clip_unavailable:
+            summary.notes.append(f"CLIP not used: {pipe.clip_unavailable}")
+    _print_summary(summary, writer.count)
+    return 0
+
+
+def _print_summary(summary, written: int) -> None:
+    err = sys.stderr
+    print(f"{summary.images} images, {summary.failed} failed, {written} rows written to {summary.output}", file=err)
+    for stage, counts in summary.stages.items():
+        print(f"  {stage}: {counts.computed} computed, {counts.skipped} from cache, {counts.failed} failed", file=err)
+    for reason, n in sorted(summary.failure_reasons.items(), key=lambda kv: -kv[1]):
+        print(f"  failed: {n} x {reason}", file=err)
+    for note in summary.notes:
+        print(f"  note: {note}", file=err)
+
+
+def _cmd_demo_data(args: argparse.Namespace) -> int:
+    from .synthetic import TagNoise, write_demo_dataset
+    out = Path(args.dir)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        if (out / "ground_truth.jsonl").is_file():
+            print(f"{out} already holds a demo dataset; use --force to write it again", file=sys.stderr)
+            return 0
+        raise ConfigError(f"Folder {out} is not empty; choose another folder or pass --force.")
+    noise = TagNoise(missing=args.missing, wrong=args.wrong, alias=args.alias, extra=args.extra, no_tags=args.no_tags)
+    info = write_demo_dataset(out, n_images=args.images, n_shards=args.shards, seed=args.seed, noise=noise,
+                              size=args.size)
+    print(f"wrote {info.n_images} images in {info.n_shards} shards to {out} (ground truth: {info.ground_truth_path})",
+          file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="charattr", description="Character attributes from anime/manga images: "
+                     "Danbooru tags + CLIP + learned fusion.")
+    parser.add_argument("--version", action="version", version=f"charattr {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("extract", help="attributes of one image, as JSON")
+    p.add_argument("image", help="an image file")
+    p.add_argument("--tags", help='its tags, e.g. "1girl blonde_hair" or "long hair, red eyes"')
+    p.add_argument("--flat", action="store_true", help="the flat row (with per-attribute confidence) instead")
+    _add_pipeline_options(p)
+    p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser("batch", help="attributes of every image under a folder, Parquet files or tar shards")
+    p.add_argument("path", help="folder with sidecar .txt tags, Parquet file/folder, or WebDataset tars")
+    p.add_argument("--out", required=True, help="results file: .parquet, .csv or .jsonl")
+    p.add_argument("--limit", type=int, help="stop after this many images")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_pipeline_options(p)
+    p.set_defaults(func=_cmd_batch)
+
+    p = sub.add_parser("demo-data", help="write the synthetic sample: drawn characters with known attributes")
+    p.add_argument("dir", help="output folder")
+    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--shards", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=256, help="image side in pixels")
+    p.add_argument("--missing", type=float, default=0.3, help="rate of attribute tags dropped")
+    p.add_argument("--wrong", type=float, default=0.1, help="rate of attribute tags replaced by a wrong one")
+    p.add_argument("--alias", type=float, default=0.1, help="rate of tags written as an alias")
+    p.add_argument("--extra", type=float, default=0.2, help="rate of unrelated extra tags")
+    p.add_argument("--no-tags", type=float, default=0.1, help="fraction of images without a sidecar")
+    p.add_argument("--force", action="store_true", help="write into a non-empty folder")
+    p.set_defaults(func=_cmd_demo_data)
+
+    # Other packages add commands (charattr_dagster adds `run`) without charattr_core importing them.
+    for ep in entry_points(group="charattr.commands"):
+        try:
+            ep.load()(sub)
+        except ImportError as exc:  # an optional layer that is not installed
+            logging.getLogger("charattr").debug("command %s unavailable: %s", ep.name, exc)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except CharattrError as exc:
+        sys.stderr.write(f"charattr: error: {exc}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("charattr: interrupted; results written so far are kept in the cache\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,271 @@
+"""`create_pipeline(config)`: every stage in-process, for scripts, notebooks and the CLI.
+
+The same stage functions the Dagster assets call, chained over streamed batches:
+
+    reader -> inspect (raw_images) -> tag parse + CLIP embed (cached) -> zero-shot / probes
+           -> fuse (cached) -> writer
+
+A re-run looks up each batch's fused results by content hash first, so images already done
+are neither decoded nor encoded again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from PIL import Image
+
+from .batching import batched
+from .config import PipelineConfig
+from .errors import ConfigError, ModelUnavailableError
+from .records import FusedAttributes, ImageRecord, SourceItem
+from .schema import load_vocabulary
+from .sources import open_source
+from .sources.hashing import content_hash
+from .sources.validate import inspect_image
+from .stages import (EMBEDDING_CODEC, STAGE_CLIP, STAGE_FUSED, STAGE_TAGS, TAG_PARSE_CODEC, Codec,
+                     StageCounts, fuse_batch, ok_records, run_cached)
+from .tags import TagParser, parse_tags, tags_stage_version
+
+log = logging.getLogger("charattr")
+FUSED_CODE_VERSION = "fused-1"
+
+
+@dataclass
+class RunSummary:
+    """What one run did, per stage; printed by the CLI and returned to API callers."""
+
+    images: int = 0
+    failed: int = 0
+    failure_reasons: dict[str, int] = field(default_factory=dict)
+    stages: dict[str, StageCounts] = field(default_factory=lambda: {
+        STAGE_TAGS: StageCounts(), STAGE_CLIP: StageCounts(), STAGE_FUSED: StageCounts()})
+    notes: list[str] = field(default_factory=list)
+    output: str | None = None
+
+    def record_failure(self, record: ImageRecord) -> None:
+        self.failed += 1
+        reason = (record.error or "unknown error").split(":")[0]
+        self.failure_reasons[reason] = self.failure_reasons.get(reason, 0) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"images": self.images, "failed": self.failed, "failure_reasons": self.failure_reasons,
+                "stages": {k: v.to_dict() for k, v in self.stages.items()}, "notes": self.notes,
+                "output": self.output}
+
+
+class Pipeline:
+    """Holds the loaded vocabulary, models and store; processes images in streamed batches."""
+
+    def __init__(self, config: PipelineConfig, *, clip_model=None):
+        from .fusion import Thresholds  # fusion imports numpy-heavy modules; keep import order simple
+
+        self.config = config
+        self.vocabulary = load_vocabulary(config.vocabulary)
+        self.parser = TagParser(self.vocabulary)
+        self.thresholds = Thresholds(accept=config.confidence_threshold, low=config.low_confidence_threshold)
+        self.store = self._open_store() if config.cache_results else None
+        self.policy = self._load_policy()
+        self._clip = clip_model
+        self._probes = None
+        self.clip_unavailable: str | None = None if config.use_clip else "CLIP disabled by configuration"
+        self._text_embeddings = None
+
+    # -- construction helpers --------------------------------------------------------------
+    def _open_store(self):
+        from .store import ResultStore
+        if self.config.database_url.startswith("sqlite:///"):
+            Path(self.config.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return ResultStore(self.config.database_url)
+
+    @property
+    def probes(self):
+        """Trained probes, if configured; they are tied to the CLIP model that made their inputs."""
+        if self._probes is None and self.config.probes_path and self.clip is not None:
+            from .probes import AttributeProbes
+            self._probes = AttributeProbes.load(self.config.probes_path, self.vocabulary, self.clip.model_key)
+        return self._probes
+
+    def _load_policy(self):
+        if not (self.config.use_rl and self.config.policy_path):
+            return None
+        from .policy import FusionPolicy
+        return FusionPolicy.load(self.config.policy_path, self.vocabulary)
+
+    @property
+    def clip(self):
+        """The CLIP model, loaded on first use; None (with `clip_unavailable` set) if it cannot be."""
+        if self._clip is None and self.clip_unavailable is None:
+            from .clip import load_clip
+            try:
+                self._clip = load_clip(self.config.model_name, self.config.pretrained,
+                                       device=self.config.device, precision=self.config.precision,
+                                       allow_download=self.config.allow_download)
+            except ModelUnavailableError as exc:
+                self.clip_unavailable = str(exc)
+                log.warning("CLIP unavailable, continuing with the remaining signals: %s", exc)
+        return self._clip
+
+    # -- versions ----------------------------------------------------------------------------
+    def versions(self) -> dict[str, str]:
+        from .clip import clip_stage_version
+        v = {"vocabulary": self.vocabulary.fingerprint, STAGE_TAGS: tags_stage_version(self.vocabulary)}
+        if self.clip is not None:
+            v[STAGE_CLIP] = clip_stage_version(self.clip.model_key)
+        if self.probes is not None:
+            v["attribute_probes"] = self.probes.probes_version
+        v["fusion"] = self.policy.version if self.policy is not None else self.config.fusion_strategy
+        v["thresholds"] = f"{self.thresholds.accept}/{self.thresholds.low}"
+        return v
+
+    def fused_version(self) -> str:
+        digest = hashlib.sha256(repr(sorted(self.versions().items())).encode()).hexdigest()[:12]
+        return f"{FUSED_CODE_VERSION}+{digest}"
+
+    # -- the work ----------------------------------------------------------------------------
+    def _zero_shot(self):
+        if self.clip is None:
+            return None
+        from .clip import zero_shot
+        if self._text_embeddings is None:
+            self._text_embeddings = self.clip.text_embeddings(self.vocabulary)
+        return lambda matrix: zero_shot(matrix, self.vocabulary, self._text_embeddings, self.clip.logit_scale)
+
+    def _fused_codec(self) -> Codec[FusedAttributes | None]:
+        return Codec(encode=lambda f: (f.to_record(), None), decode=lambda _i, p, _b: FusedAttributes.from_record(p),
+                     is_failure=lambda f: f is None)
+
+    def process_items(self, items: list[SourceItem], summary: RunSummary | None = None
+                      ) -> list[tuple[ImageRecord, FusedAttributes | None]]:
+        """One batch: validate, parse, embed, fuse. Returns (record, fused or None if failed).
+
+        The fused cache is consulted first, by content hash: an image already fused under the
+        same versions is neither decoded nor encoded again.
+        """
+        summary = summary if summary is not None else RunSummary()
+        versions, fused_version = self.versions(), self.fused_version()
+        records: dict[str, ImageRecord] = {}  # by uri: what validation said about each new image
+
+        def compute_fused(keyed: list[tuple[str, SourceItem]]) -> list[FusedAttributes | None]:
+            for _id, item in keyed:
+                records[item.uri] = inspect_image(item, self.config.max_image_pixels)
+            good = ok_records(records[item.uri] for _id, item in keyed)
+            data_by_uri = {item.uri: item.data for _id, item in keyed}
+            fused = {f.image_id: f for f in self._fuse_records(good, data_by_uri, versions, summary)}
+            return [fused.get(image_id) for image_id, _item in keyed]
+
+        # Items whose bytes could not be read have no id and go straight to validation's verdict.
+        keyed = [(content_hash(it.data), it) for it in items if it.data is not None and it.error is None]
+        fused, counts = run_cached(keyed, lambda pair: pair[0], compute_fused, self._fused_codec(),
+                                   self.store, STAGE_FUSED, fused_version)
+        summary.stages[STAGE_FUSED] += counts
+        fused_by_uri = {item.uri: f for (_id, item), f in zip(keyed, fused)}
+        out = []
+        for item in items:
+            f = fused_by_uri.get(item.uri)
+            record = records.get(item.uri)
+            if record is None and f is not None:  # a cache hit: validated when it was first fused
+                record = ImageRecord(image_id=f.image_id, source_uri=item.uri, shard=item.shard, raw_tags=item.tags)
+            elif record is None:
+                record = inspect_image(item, self.config.max_image_pixels)
+            if not record.ok:
+                summary.record_failure(record)
+            if f is not None and f.source_uri != item.uri:  # the same bytes may live at several paths
+                f = dataclasses.replace(f, source_uri=item.uri)
+            out.append((record, f))
+        summary.images += len(items)
+        return out
+
+    def _fuse_records(self, batch: list[ImageRecord], data_by_uri: Mapping[str, bytes], versions: dict[str, str],
+                      summary: RunSummary) -> list[FusedAttributes]:
+        """Tag parses and embeddings (each through its own cache), then fusion."""
+        parses, tag_counts = run_cached(batch, lambda r: r.image_id, lambda rs: parse_tags(rs, self.parser),
+                                        TAG_PARSE_CODEC, self.store, STAGE_TAGS, versions[STAGE_TAGS])
+        summary.stages[STAGE_TAGS] += tag_counts
+        embeddings: dict = {}
+        if self.clip is not None and batch:
+            from .clip import embed_images
+            embs, clip_counts = run_cached(
+                batch, lambda r: r.image_id,
+                lambda rs: embed_images(rs, self.clip, lambda r: data_by_uri[r.source_uri],
+                                        batch_size=self.config.batch_size, num_workers=self.config.num_workers),
+                EMBEDDING_CODEC, self.store, STAGE_CLIP, versions[STAGE_CLIP])
+            summary.stages[STAGE_CLIP] += clip_counts
+            embeddings = {e.image_id: e.embedding for e in embs if e.embedding is not None}
+        notes = (f"clip unavailable: {self.clip_unavailable}",) if self.clip_unavailable else ()
+        return fuse_batch(batch, {p.image_id: p for p in parses}, embeddings, vocabulary=self.vocabulary,
+                          zero_shot_scorer=self._zero_shot(), probes=self.probes, policy=self.policy,
+                          strategy=self.config.fusion_strategy, thresholds=self.thresholds,
+                          versions=versions, notes=notes)
+
+    def iter_results(self, path: str | Path, limit: int | None = None, summary: RunSummary | None = None,
+                     batch_size: int = 256) -> Iterator[tuple[ImageRecord, FusedAttributes | None]]:
+        """Stream (record, fused) pairs over every shard of a source; at most `limit` images."""
+        source = open_source(path)
+        summary = summary if summary is not None else RunSummary()
+
+        def items() -> Iterator[SourceItem]:
+            n = 0
+            for shard in source.shards():
+                for item in source.read(shard):
+                    if limit is not None and n >= limit:
+                        return
+                    n += 1
+                    yield item
+
+        for batch in batched(items(), batch_size):
+            yield from self.process_items(batch, summary)
+
+    def process_batch(self, path: str | Path, limit: int | None = None) -> list[FusedAttributes]:
+        """The seed's API: fused results for the images under `path` (failed images left out)."""
+        return [f for _r, f in self.iter_results(path, limit=limit) if f is not None]
+
+    def extract_from_image(self, image: Image.Image | str | Path | bytes, tags: str | list[str] | None = None
+                           ) -> FusedAttributes:
+        """Attributes of one image (a PIL image, a path, or encoded bytes) with optional tags."""
+        if isinstance(image, Image.Image):
+            buf = io.BytesIO()
+            image.save(buf, format="PNG")
+            data, uri = buf.getvalue(), "memory://image"
+        elif isinstance(image, (bytes, bytearray)):
+            data, uri = bytes(image), "memory://image"
+        else:
+            p = Path(image)
+            if not p.is_file():
+                raise ConfigError(f"Image file {p} does not exist.")
+            data, uri = p.read_bytes(), str(p.resolve())
+        tag_text = " ".join(tags) if isinstance(tags, (list, tuple)) else tags
+        record, fused = self.process_items([SourceItem(uri=uri, shard="adhoc", data=data, tags=tag_text)])[0]
+        if fused is None:
+            raise ConfigError(f"Image {uri} cannot be processed: {record.error}.")
+        return fused
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+
+def create_pipeline(config: PipelineConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Pipeline:
+    """Build a pipeline from a `PipelineConfig` or a plain dict of settings (the seed's style)."""
+    if isinstance(config, PipelineConfig):
+        cfg = PipelineConfig.from_mapping({**config.to_dict(), **overrides}) if overrides else config
+    else:
+        cfg = PipelineConfig.from_mapping(config or {}, **overrides)
+    return Pipeline(cfg)
+
+
+def image_id_of(data: bytes) -> str:
+    """The id an image's bytes get everywhere in charattr."""
+    return content_hash(data)

@@ -1,0 +1,165 @@
+"""Cache-aware stage runners, shared by the in-process pipeline and the Dagster assets.
+
+Every stage result is keyed by `(image_id, stage, stage_version)` in the results store. A
+runner takes one batch, looks up the whole batch in one query, computes only the misses, writes
+them back in one transaction and returns all results in input order with counts. With no store
+(caching off) it simply computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Generic, Iterable, Sequence, TypeVar
+
+import numpy as np
+
+from .records import ClipEmbedding, ImageRecord, TagParse
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+STAGE_TAGS = "tag_parses"
+STAGE_CLIP = "clip_embeddings"
+STAGE_FUSED = "fused_attributes"
+
+
+@dataclass
+class StageCounts:
+    """What a stage did: results computed now, results found in the cache, inputs that failed."""
+
+    computed: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+    def __iadd__(self, other: "StageCounts") -> "StageCounts":
+        self.computed += other.computed
+        self.skipped += other.skipped
+        self.failed += other.failed
+        return self
+
+    def to_dict(self) -> dict[str, int]:
+        return {"computed": self.computed, "skipped": self.skipped, "failed": self.failed}
+
+
+@dataclass(frozen=True)
+class Codec(Generic[Out]):
+    """How one stage's result is stored: `encode(result) -> (payload, blob)` and back."""
+
+    encode: Callable[[Out], tuple[dict, bytes | None]]
+    decode: Callable[[str, dict, bytes | None], Out]
+    is_failure: Callable[[Out], bool] = lambda _r: False  # failures are returned, never cached
+
+
+def run_cached(
+    items: Sequence[In],
+    image_id: Callable[[In], str],
+    compute: Callable[[list[In]], Iterable[Out]],
+    codec: Codec[Out],
+    store,  # charattr_core.store.ResultStore | None
+    stage: str,
+    stage_version: str,
+) -> tuple[list[Out], StageCounts]:
+    """Results for `items` in order: cached ones decoded, the rest computed and stored.
+
+    `compute` must yield exactly one result per input, in order. Duplicate ids in a batch
+    (the same bytes twice) are computed once.
+    """
+    counts = StageCounts()
+    ids = [image_id(x) for x in items]
+    cached = store.get_many(stage, stage_version, ids) if store is not None else {}
+    results: dict[str, Out] = {i: codec.decode(i, c.payload, c.blob) for i, c in cached.items()}
+    counts.skipped = sum(1 for i in ids if i in results)
+    todo, seen = [], set(results)
+    for item, i in zip(items, ids):
+        if i not in seen:
+            seen.add(i)
+            todo.append(item)
+    fresh: list[tuple[str, dict, bytes | None]] = []
+    for item, result in zip(todo, compute(todo), strict=True):
+        i = image_id(item)
+        results[i] = result
+        if codec.is_failure(result):
+            counts.failed += 1
+        else:
+            counts.computed += 1
+            fresh.append((i, *codec.encode(result)))
+    if store is not None and fresh:
+        store.put_many(stage, stage_version, fresh)
+    return [results[i] for i in ids], counts
+
+
+# --- codecs of the cached stages -------------------------------------------------------------
+
+TAG_PARSE_CODEC: Codec[TagParse] = Codec(
+    encode=lambda p: (p.to_dict(), None),
+    decode=lambda _i, payload, _b: TagParse.from_dict(payload),
+)
+
+
+def _encode_embedding(e: ClipEmbedding) -> tuple[dict, bytes | None]:
+    assert e.embedding is not None
+    vec = np.ascontiguousarray(e.embedding, dtype=np.float16)
+    return {"model_key": e.model_key, "dim": int(vec.shape[0])}, vec.tobytes()
+
+
+def _decode_embedding(image_id: str, payload: dict, blob: bytes | None) -> ClipEmbedding:
+    vec = np.frombuffer(blob, dtype=np.float16) if blob else None
+    return ClipEmbedding(image_id=image_id, model_key=payload["model_key"], embedding=vec)
+
+
+EMBEDDING_CODEC: Codec[ClipEmbedding] = Codec(
+    encode=_encode_embedding, decode=_decode_embedding, is_failure=lambda e: e.embedding is None)
+
+
+def ok_records(records: Iterable[ImageRecord]) -> list[ImageRecord]:
+    """Only records that later stages can use."""
+    return [r for r in records if r.ok and r.image_id]
+
+
+def fuse_batch(
+    records: Sequence[ImageRecord],
+    tag_parses: dict[str, TagParse],
+    embeddings: dict[str, np.ndarray],
+    *,
+    vocabulary,
+    zero_shot_scorer: Callable[[np.ndarray], list[dict]] | None,
+    probes,
+    policy,
+    strategy: str,
+    thresholds,
+    versions: dict[str, str],
+    notes: tuple[str, ...] = (),
+) -> list:
+    """Fuse the signals of one batch of ok images into `FusedAttributes`, in input order.
+
+    `tag_parses` / `embeddings` map image_id to that stage's result; an image missing from
+    either simply lacks that source. Zero-shot scores and probe predictions are computed here,
+    vectorised over the batch, from the embeddings (no second trip through the image encoder).
+    """
+    from .fusion import FusionContext, fuse  # local: keeps this module importable on its own
+
+    with_emb = [r.image_id for r in records if r.image_id in embeddings]
+    clip_est: dict[str, dict] = {}
+    probe_est: dict[str, dict] = {}
+    if with_emb:
+        matrix = np.stack([np.asarray(embeddings[i], dtype=np.float32) for i in with_emb])
+        if zero_shot_scorer is not None:
+            clip_est = dict(zip(with_emb, zero_shot_scorer(matrix)))
+        if probes is not None:
+            probe_est = dict(zip(with_emb, probes.predict(matrix)))
+    fused = []
+    for r in records:
+        parse = tag_parses.get(r.image_id)
+        sources = {name: est for name, est in (
+            ("tags", parse.estimates if parse else None),
+            ("clip", clip_est.get(r.image_id)),
+            ("probe", probe_est.get(r.image_id)),
+        ) if est}
+        context = FusionContext(
+            tag_count=parse.tag_count if parse else 0,
+            character_count=parse.character_count if parse else None,
+            width=r.width, height=r.height)
+        fused.append(fuse(r.image_id, sources, vocabulary, strategy=strategy, thresholds=thresholds,
+                          context=context, policy=policy, versions=versions, source_uri=r.source_uri,
+                          notes=notes))
+    return fused

@@ -1,0 +1,95 @@
+"""The `charattr` command, end to end in a subprocess-free way (main(argv)) and once for real."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from charattr_core.cli import main
+
+TINY = ["--model", "charattr-tiny", "--pretrained", "random"]
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_extract_prints_seed_json(capsys, demo_source, tmp_path):
+    image = sorted((demo_source / "shard_000").glob("*.png"))[0]
+    code, out, _err = _run(capsys, "extract", str(image), "--tags", "1girl, long hair, aqua eyes", "--no-clip",
+                           "--database-url", f"sqlite:///{tmp_path / 'c.db'}")
+    assert code == 0
+    result = json.loads(out)
+    assert result["Hair Length"] == "long" and result["Eye Color"] == ["aqua"]
+    assert 0.0 <= result["Confidence Score"] <= 1.0
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
+def test_batch_writes_every_format(capsys, demo_source, tmp_path, suffix):
+    out_file = tmp_path / f"results{suffix}"
+    code, _out, err = _run(capsys, "batch", str(demo_source), "--out", str(out_file), "--quiet", *TINY,
+                           "--database-url", f"sqlite:///{tmp_path / 'c.db'}")
+    assert code == 0, err
+    assert "24 images, 0 failed, 24 rows" in err
+    if suffix == ".parquet":
+        table = pq.read_table(out_file)
+        assert table.num_rows == 24 and "hair_color_confidence" in table.column_names
+    elif suffix == ".csv":
+        rows = list(csv.DictReader(out_file.open()))
+        assert len(rows) == 24 and all(r["image_id"] for r in rows)
+    else:
+        rows = [json.loads(line) for line in out_file.read_text().splitlines()]
+        assert len(rows) == 24 and isinstance(rows[0]["hair_color"], list)
+    assert not out_file.with_name(out_file.name + ".tmp").exists()
+
+
+@pytest.mark.parametrize("argv, exit_code, needle", [
+    (["batch", "/no/such/folder", "--out", "x.parquet"], 1, "does not exist"),
+    (["batch", ".", "--out", "results.xlsx"], 1, "must end in .parquet, .csv or .jsonl"),
+    (["extract", "/no/such.png"], 1, "does not exist"),
+    (["batch", "."], 2, "--out"),
+    (["batch", ".", "--out", "x.csv", "--strategy", "magic"], 2, "invalid choice"),
+    (["extract", "x.png", "--threshold", "lots"], 2, "invalid float"),
+    (["frobnicate"], 2, "invalid choice"),
+])
+def test_bad_arguments_give_one_line_and_nonzero_exit(capsys, argv, exit_code, needle):
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == exit_code
+    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_bad_database_url_is_one_line(capsys, demo_source, tmp_path):
+    code, _out, err = _run(capsys, "batch", str(demo_source), "--out", str(tmp_path / "r.csv"), "--no-clip",
+                           "--database-url", "postgresql://user:s3cret@127.0.0.1:1/db")
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "s3cret" not in err
+
+
+def test_demo_data_then_help_for_every_command(capsys, tmp_path):
+    code, _out, err = _run(capsys, "demo-data", str(tmp_path / "d"), "--images", "6", "--shards", "2", "--size", "64")
+    assert code == 0 and (tmp_path / "d" / "ground_truth.jsonl").is_file()
+    assert len(list((tmp_path / "d").rglob("*.png"))) == 6
+    for command in ("extract", "batch", "demo-data"):
+        with pytest.raises(SystemExit) as exc:
+            main([command, "--help"])
+        assert exc.value.code == 0
+        assert "usage: charattr " + command in capsys.readouterr().out
+
+
+def test_console_script_runs_as_installed(tmp_path):
+    exe = Path(sys.executable).with_name("charattr")
+    proc = subprocess.run([str(exe), "batch", str(tmp_path / "missing"), "--out", "r.csv"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"charattr: error: Source {tmp_path / 'missing'} does not exist."
