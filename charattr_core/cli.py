@@ -3,6 +3,7 @@
     charattr extract IMAGE [--tags "1girl blonde_hair"]   one image -> JSON
     charattr batch PATH --out results.parquet|csv|jsonl    a folder / Parquet / tar source -> table
     charattr demo-data DIR                                 the bundled synthetic sample
+    charattr eval PATH                                     learned fusion vs fixed strategies, held out
     charattr run SOURCE                                    the Dagster asset graph (charattr_dagster)
 
 User mistakes (bad arguments, missing paths, a bad database URL, missing model weights) end
@@ -145,6 +146,54 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .learning import learn_and_evaluate
+    from .pipeline import RunSummary, create_pipeline
+    from .policy_labels import load_labels
+
+    source = Path(args.path)
+    if not source.exists():
+        raise ConfigError(f"Source {source} does not exist.")
+    out_dir = Path(args.out_dir)
+    summary = RunSummary()
+    with create_pipeline(config_from_args(args), use_rl=False) as pipe:
+        vocab = pipe.vocabulary
+        labels, label_kind = _reference_labels(args, source, vocab, load_labels)
+        print(f"reference: {label_kind}", file=sys.stderr)
+        signals = list(pipe.iter_signals(source, limit=args.limit, summary=summary))  # re-iterated by training
+        result = learn_and_evaluate(signals, vocab, model_key=pipe.clip.model_key if pipe.clip else None,
+                                    scorer=pipe._zero_shot(), user_labels=labels, thresholds=pipe.thresholds,
+                                    n_bootstrap=args.bootstrap, seed=args.seed)
+    report = result.report
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "evaluation.md").write_text(report.to_markdown(), encoding="utf-8")
+    report.to_csv(out_dir / "evaluation.csv")
+    report.reliability_plot(out_dir / "reliability.png")
+    result.policy.save(out_dir / "policy")
+    if result.probes is not None:
+        result.probes.save(out_dir / "probes")
+    print(report.to_markdown())
+    claim = report.policy_claim()
+    print(f"\n{claim}" if claim else "\nno held-out labels: nothing to compare", file=sys.stderr)
+    if result.probe_skip_reason:
+        print(f"probes not trained: {result.probe_skip_reason}", file=sys.stderr)
+    print(f"{summary.images} images ({summary.failed} failed); report, CSV, reliability plot, policy and probes "
+          f"in {out_dir}", file=sys.stderr)
+    return 0
+
+
+def _reference_labels(args, source: Path, vocab, load_labels) -> tuple[dict, str]:
+    """User labels win; a synthetic sample's ground truth next; else self-supervision only."""
+    if args.labels:
+        return load_labels(args.labels, vocab), f"labels file {args.labels} (+ self-supervised hidden tags)"
+    truth_file = source / "ground_truth.jsonl"
+    if source.is_dir() and truth_file.is_file():
+        from .synthetic import load_ground_truth
+        truth = {i: {k: tuple(v) for k, v in attrs.items() if v} for i, attrs in load_ground_truth(truth_file).items()}
+        return truth, f"synthetic ground truth {truth_file}"
+    return {}, "self-supervised: confident tags hidden from the sources (agreement with tags, not ground truth)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="charattr", description="Character attributes from anime/manga images: "
                      "Danbooru tags + CLIP + learned fusion.")
@@ -180,6 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tags", type=float, default=0.1, help="fraction of images without a sidecar")
     p.add_argument("--force", action="store_true", help="write into a non-empty folder")
     p.set_defaults(func=_cmd_demo_data)
+
+    p = sub.add_parser("eval", help="train probes + policy, score every source/strategy/policy on held-out images")
+    p.add_argument("path", help="the source to evaluate on (a synthetic sample uses its ground truth)")
+    p.add_argument("--labels", help="CSV/Parquet of image_id, attribute, value: corrections that serve as labels")
+    p.add_argument("--out-dir", default="data/reports/eval", help="where the report, CSV and plot go")
+    p.add_argument("--limit", type=int, help="at most this many images (signals are held in memory)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--seed", type=int, default=0)
+    _add_pipeline_options(p)
+    p.set_defaults(func=_cmd_eval)
 
     # Other packages add commands (charattr_dagster adds `run`) without charattr_core importing them.
     for ep in entry_points(group="charattr.commands"):

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+import numpy as np
 from PIL import Image
 
 from .batching import batched
 from .config import PipelineConfig
 from .errors import ConfigError, ModelUnavailableError
-from .records import FusedAttributes, ImageRecord, SourceItem
+from .records import FusedAttributes, ImageRecord, SourceItem, TagParse
 from .schema import load_vocabulary
 from .sources import open_source
 from .sources.hashing import content_hash
@@ -185,10 +186,20 @@ class Pipeline:
     def _fuse_records(self, batch: list[ImageRecord], data_by_uri: Mapping[str, bytes], versions: dict[str, str],
                       summary: RunSummary) -> list[FusedAttributes]:
         """Tag parses and embeddings (each through its own cache), then fusion."""
+        parses, embeddings = self._signals(batch, data_by_uri, versions, summary)
+        notes = (f"clip unavailable: {self.clip_unavailable}",) if self.clip_unavailable else ()
+        return fuse_batch(batch, parses, embeddings, vocabulary=self.vocabulary,
+                          zero_shot_scorer=self._zero_shot(), probes=self.probes, policy=self.policy,
+                          strategy=self.config.fusion_strategy, thresholds=self.thresholds,
+                          versions=versions, notes=notes)
+
+    def _signals(self, batch: list[ImageRecord], data_by_uri: Mapping[str, bytes], versions: dict[str, str],
+                 summary: RunSummary) -> tuple[dict[str, TagParse], dict[str, np.ndarray]]:
+        """The per-image stages of a batch of ok records: tag parses and embeddings by image_id."""
         parses, tag_counts = run_cached(batch, lambda r: r.image_id, lambda rs: parse_tags(rs, self.parser),
                                         TAG_PARSE_CODEC, self.store, STAGE_TAGS, versions[STAGE_TAGS])
         summary.stages[STAGE_TAGS] += tag_counts
-        embeddings: dict = {}
+        embeddings: dict[str, np.ndarray] = {}
         if self.clip is not None and batch:
             from .clip import embed_images
             embs, clip_counts = run_cached(
@@ -198,28 +209,40 @@ class Pipeline:
                 EMBEDDING_CODEC, self.store, STAGE_CLIP, versions[STAGE_CLIP])
             summary.stages[STAGE_CLIP] += clip_counts
             embeddings = {e.image_id: e.embedding for e in embs if e.embedding is not None}
-        notes = (f"clip unavailable: {self.clip_unavailable}",) if self.clip_unavailable else ()
-        return fuse_batch(batch, {p.image_id: p for p in parses}, embeddings, vocabulary=self.vocabulary,
-                          zero_shot_scorer=self._zero_shot(), probes=self.probes, policy=self.policy,
-                          strategy=self.config.fusion_strategy, thresholds=self.thresholds,
-                          versions=versions, notes=notes)
+        return {p.image_id: p for p in parses}, embeddings
+
+    def iter_signals(self, path: str | Path, limit: int | None = None, summary: RunSummary | None = None,
+                     batch_size: int = 256) -> Iterator[list["Signals"]]:
+        """Batches of per-image signals (record, tag parse, embedding) for the learning stages."""
+        from .learning import Signals
+
+        summary = summary if summary is not None else RunSummary()
+        versions = self.versions()
+        for items in batched(self._items(path, limit), batch_size):
+            records = [inspect_image(item, self.config.max_image_pixels) for item in items]
+            summary.images += len(records)
+            for r in records:
+                if not r.ok:
+                    summary.record_failure(r)
+            good = ok_records(records)
+            parses, embeddings = self._signals(good, {it.uri: it.data for it in items}, versions, summary)
+            yield [Signals(r, parses.get(r.image_id), embeddings.get(r.image_id)) for r in good]
+
+    def _items(self, path: str | Path, limit: int | None) -> Iterator[SourceItem]:
+        source = open_source(path)
+        n = 0
+        for shard in source.shards():
+            for item in source.read(shard):
+                if limit is not None and n >= limit:
+                    return
+                n += 1
+                yield item
 
     def iter_results(self, path: str | Path, limit: int | None = None, summary: RunSummary | None = None,
                      batch_size: int = 256) -> Iterator[tuple[ImageRecord, FusedAttributes | None]]:
         """Stream (record, fused) pairs over every shard of a source; at most `limit` images."""
-        source = open_source(path)
         summary = summary if summary is not None else RunSummary()
-
-        def items() -> Iterator[SourceItem]:
-            n = 0
-            for shard in source.shards():
-                for item in source.read(shard):
-                    if limit is not None and n >= limit:
-                        return
-                    n += 1
-                    yield item
-
-        for batch in batched(items(), batch_size):
+        for batch in batched(self._items(path, limit), batch_size):
             yield from self.process_items(batch, summary)
 
     def process_batch(self, path: str | Path, limit: int | None = None) -> list[FusedAttributes]:

@@ -137,16 +137,10 @@ def fuse_batch(
     vectorised over the batch, from the embeddings (no second trip through the image encoder).
     """
     from .fusion import FusionContext, fuse  # local: keeps this module importable on its own
+    from .learning import visual_estimates
 
-    with_emb = [r.image_id for r in records if r.image_id in embeddings]
-    clip_est: dict[str, dict] = {}
-    probe_est: dict[str, dict] = {}
-    if with_emb:
-        matrix = np.stack([np.asarray(embeddings[i], dtype=np.float32) for i in with_emb])
-        if zero_shot_scorer is not None:
-            clip_est = dict(zip(with_emb, zero_shot_scorer(matrix)))
-        if probes is not None:
-            probe_est = dict(zip(with_emb, probes.predict(matrix)))
+    ids = [r.image_id for r in records]
+    clip_est, probe_est = visual_estimates(ids, [embeddings.get(i) for i in ids], zero_shot_scorer, probes)
     fused = []
     for r in records:
         parse = tag_parses.get(r.image_id)
@@ -155,10 +149,8 @@ def fuse_batch(
             ("clip", clip_est.get(r.image_id)),
             ("probe", probe_est.get(r.image_id)),
         ) if est}
-        context = FusionContext(
-            tag_count=parse.tag_count if parse else 0,
-            character_count=parse.character_count if parse else None,
-            width=r.width, height=r.height)
+        # The same context the policy was trained with (learning.iter_examples).
+        context = FusionContext.from_records(parse, r)
         fused.append(fuse(r.image_id, sources, vocabulary, strategy=strategy, thresholds=thresholds,
                           context=context, policy=policy, versions=versions, source_uri=r.source_uri,
                           notes=notes))
