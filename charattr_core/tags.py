@@ -69,7 +69,7 @@ from operator import or_
 from typing import Iterable, Iterator, Sequence
 
 from .records import AttributeEstimate, ImageRecord, TagParse
-from .schema import Attribute, Vocabulary
+from .schema import Attribute, TagHit, Vocabulary
 from .tag_syntax import needs_scan, split_plain, split_tags, split_weighted_tags
 
 __all__ = [
@@ -111,15 +111,6 @@ def tags_stage_version(vocabulary: Vocabulary) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _Hit:
-    """One tag's statement about one attribute (the parser's resolved form of `schema.TagHit`)."""
-
-    value: str
-    canonical: str
-    weak: bool
-
-
-@dataclass(frozen=True, slots=True)
 class _CountTag:
     """What a context tag says about the number of characters."""
 
@@ -138,13 +129,13 @@ class TagParser:
         self._attributes: tuple[Attribute, ...] = vocabulary.attributes
         self._value_order = [{name: k for k, name in enumerate(a.value_names)} for a in self._attributes]
 
-        # Per attribute: tag -> the hits it gives, and the modifier tags.
-        self._hits: list[dict[str, tuple[_Hit, ...]]] = [{} for _ in self._attributes]
+        # Per attribute: tag -> what it says about that attribute, and the modifier tags.
+        self._hits: list[dict[str, tuple[TagHit, ...]]] = [{} for _ in self._attributes]
         position = {a.key: i for i, a in enumerate(self._attributes)}
         for tag, hits in vocabulary.tag_index.items():
             for hit in hits:
                 table = self._hits[position[hit.attribute]]
-                table[tag] = table.get(tag, ()) + (_Hit(hit.value, hit.canonical_tag, hit.weak),)
+                table[tag] = table.get(tag, ()) + (hit,)
         self._modifiers = [frozenset(a.modifiers) for a in self._attributes]
 
         # Counting tags, with the context aliases pointing at what they stand for.
@@ -161,7 +152,7 @@ class TagParser:
         # One bit per (tag, attribute) and per counting tag; a tag's bits are all of those.
         self._bits: dict[str, int] = {}
         self._tag_of_bit: dict[int, str] = {}
-        self._attribute_masks: list[tuple[str, int, int]] = []  # (key, index, mask)
+        attribute_masks: list[tuple[str, int, int]] = []  # (key, index, mask)
         next_bit = 0
         for i, attribute in enumerate(self._attributes):
             mask = 0
@@ -171,7 +162,7 @@ class TagParser:
                 self._bits[tag] = self._bits.get(tag, 0) | bit
                 self._tag_of_bit[bit] = tag
                 mask |= bit
-            self._attribute_masks.append((attribute.key, i, mask))
+            attribute_masks.append((attribute.key, i, mask))
         self._context_mask = 0
         for tag in sorted(self._count_tags):
             bit = 1 << next_bit
@@ -186,7 +177,7 @@ class TagParser:
         self._unknown_estimates = {a.key: AttributeEstimate(a.key) for a in self._attributes}
         # The fast path's loop: (key, mask, memo of finished estimates, index) per attribute;
         # one list for posts with one character (or none counted), one for several.
-        self._slots = tuple([(key, mask, {}, i) for key, i, mask in self._attribute_masks] for _ in (False, True))
+        self._slots = tuple([(key, mask, {}, i) for key, i, mask in attribute_masks] for _ in (False, True))
         self._weighted_memo: dict[tuple[int, int, int, bool], AttributeEstimate] = {}
         self._count_memo: dict[int, int | None] = {0: None}
 
@@ -230,6 +221,11 @@ class TagParser:
                 estimates[key] = estimate
         return TagParse(image_id, estimates, len(tags), count)
 
+    @property
+    def memo_entries(self) -> int:
+        """How many finished estimates the parser keeps (each at most `MEMO_LIMIT` per memo)."""
+        return sum(len(memo) for slots in self._slots for _, _, memo, _ in slots) + len(self._weighted_memo)
+
     def character_count(self, raw_tags: str | None) -> int | None:
         """How many characters the counting tags of a tag text announce (None: they do not say)."""
         mask = reduce(or_, (self._bits[t] for t in split_tags(raw_tags) if t in self._bits), 0)
@@ -246,12 +242,10 @@ class TagParser:
                 weights[tag] = weight
         mask = weakened = 0
         for tag, weight in weights.items():
-            bits = self._bits[tag]
-            if weight <= 0:
-                continue
-            mask |= bits
-            if weight < 1:
-                weakened |= bits
+            if weight > 0:
+                mask |= self._bits[tag]
+                if weight < 1:
+                    weakened |= self._bits[tag]
         count = self._character_count(mask & self._context_mask)
         several = count is not None and count > 1
         estimates = self._unknown_estimates.copy()
@@ -305,7 +299,7 @@ class TagParser:
                     stated_for_everyone.add(hit.value)
                 strength = WEAK_TAG if hit.weak or tag in weakened else STRONG_TAG
                 per_tag = strengths.setdefault(hit.value, {})
-                per_tag[hit.canonical] = max(per_tag.get(hit.canonical, 0.0), strength)
+                per_tag[hit.canonical_tag] = max(per_tag.get(hit.canonical_tag, 0.0), strength)
         _apply_implications(strengths)
         if not strengths:
             return self._unknown_estimates[attribute.key]
