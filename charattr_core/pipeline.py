@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .batching import batched
+from .clip_version import clip_stage_version
 from .config import PipelineConfig
 from .errors import ConfigError, ModelUnavailableError
 from .records import FusedAttributes, ImageRecord, SourceItem, TagParse
@@ -115,7 +116,6 @@ class Pipeline:
 
     # -- versions ----------------------------------------------------------------------------
     def versions(self) -> dict[str, str]:
-        from .clip import clip_stage_version
         v = {"vocabulary": self.vocabulary.fingerprint, STAGE_TAGS: tags_stage_version(self.vocabulary)}
         if self.clip is not None:
             v[STAGE_CLIP] = clip_stage_version(self.clip.model_key)
@@ -263,7 +263,7 @@ class Pipeline:
             if not p.is_file():
                 raise ConfigError(f"Image file {p} does not exist.")
             data, uri = p.read_bytes(), str(p.resolve())
-        tag_text = " ".join(tags) if isinstance(tags, (list, tuple)) else tags
+        tag_text = ", ".join(tags) if isinstance(tags, (list, tuple)) else tags
         record, fused = self.process_items([SourceItem(uri=uri, shard="adhoc", data=data, tags=tag_text)])[0]
         if fused is None:
             raise ConfigError(f"Image {uri} cannot be processed: {record.error}.")
