@@ -9,9 +9,12 @@ hanging on the network), `clip_model.py` (`ClipModel`: image/text encoding) and
     text = model.text_embeddings(vocabulary)           # cached per vocabulary
     estimates = zero_shot(matrix_of_embeddings, vocabulary, text)
 
-`embed_images` overlaps decoding/preprocessing (worker threads; Pillow and torchvision release
-the GIL for most of the work) with model inference on the calling thread. At most
+`embed_images` overlaps decoding/preprocessing (worker threads; Pillow releases the GIL for most
+of the work) with model inference on the calling thread. Workers stop at resized uint8 pixels;
+each batch is converted and normalised at once on the model's device (pinned and copied as uint8
+on a GPU), with results identical to open_clip's per-image transform. At most
 `prefetch_batches + 1` batches are in flight, so memory does not grow with the input.
+(benchmarks/bench_clip.py measures the stage against the bare model; benchmarks/RESULTS.md.)
 """
 
 from __future__ import annotations
@@ -29,30 +32,25 @@ from PIL import Image, ImageOps
 
 from .batching import batched
 from .clip_loading import (
-    ALLOW_DOWNLOAD_ENV, RANDOM_WEIGHTS, TINY_MODEL, WeightsSource, describe_exception, load_clip,
+    ALLOW_DOWNLOAD_ENV, RANDOM_WEIGHTS, TINY_MODEL, WeightsSource, clip_model_key, describe_exception, load_clip,
     register_model_configs, resolve_device, resolve_precision, resolve_weights,
 )
 from .clip_model import ClipModel
+from .clip_version import CLIP_CODE_VERSION, clip_stage_version
 from .clip_zero_shot import ZERO_SHOT_EVIDENCE, zero_shot, zero_shot_version
 from .errors import ConfigError
 from .records import ClipEmbedding, ImageRecord
 
 __all__ = [
     "ALLOW_DOWNLOAD_ENV", "CLIP_CODE_VERSION", "RANDOM_WEIGHTS", "TINY_MODEL", "ClipModel", "OomBackoffEncoder",
-    "WeightsSource", "ZERO_SHOT_EVIDENCE", "clip_stage_version", "decode_image", "embed_images", "load_clip",
-    "register_model_configs", "resolve_device", "resolve_precision", "resolve_weights", "zero_shot",
+    "WeightsSource", "ZERO_SHOT_EVIDENCE", "clip_model_key", "clip_stage_version", "decode_image", "embed_images",
+    "load_clip", "register_model_configs", "resolve_device", "resolve_precision", "resolve_weights", "zero_shot",
     "zero_shot_version",
 ]
 
 log = logging.getLogger(__name__)
 
-CLIP_CODE_VERSION = 1  # bump when decoding/preprocessing/encoding changes the embeddings
 DEFAULT_PREFETCH_BATCHES = 2
-
-
-def clip_stage_version(model_key: str) -> str:
-    """Stage version of `clip_embeddings`, e.g. `clip-1+ViT-B-32/openai`."""
-    return f"clip-{CLIP_CODE_VERSION}+{model_key}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -79,7 +77,8 @@ def decode_image(data: bytes, min_size: tuple[int, int] | None = None) -> Image.
 
 
 def _prepare(record: ImageRecord, *, load_bytes: Callable[[ImageRecord], bytes],
-             preprocess: Callable[[Image.Image], torch.Tensor], min_size: tuple[int, int]) -> torch.Tensor | str:
+             preprocess: Callable[[Image.Image], np.ndarray | torch.Tensor], min_size: tuple[int, int]
+             ) -> np.ndarray | torch.Tensor | str:
     """One image -> its model input, or the one-sentence reason it has none. Never raises."""
     try:
         data = load_bytes(record)
@@ -139,11 +138,22 @@ class OomBackoffEncoder:
 # the stage
 
 
-def _finish_batch(batch: list[ImageRecord], futures: list[Future] | None, prepare: Callable[[ImageRecord], torch.Tensor | str],
-                  encode: OomBackoffEncoder, model_key: str) -> Iterator[ClipEmbedding]:
+def _stack(inputs: list[np.ndarray | torch.Tensor], pin: bool) -> torch.Tensor:
+    """One batch tensor from per-image inputs, in pinned memory when it goes to a GPU."""
+    if isinstance(inputs[0], np.ndarray):
+        out = torch.empty((len(inputs), *inputs[0].shape), dtype=torch.uint8, pin_memory=pin)
+        np.stack(inputs, out=out.numpy())  # one copy, straight into the (pinned) batch
+        return out
+    stacked = torch.stack(inputs)  # type: ignore[arg-type]
+    return stacked.pin_memory() if pin else stacked
+
+
+def _finish_batch(batch: list[ImageRecord], futures: list[Future] | None,
+                  prepare: Callable[[ImageRecord], np.ndarray | torch.Tensor | str],
+                  encode: OomBackoffEncoder, model_key: str, pin: bool) -> Iterator[ClipEmbedding]:
     prepared = [f.result() for f in futures] if futures is not None else [prepare(r) for r in batch]
-    ok = [i for i, p in enumerate(prepared) if isinstance(p, torch.Tensor)]
-    vectors = encode(torch.stack([prepared[i] for i in ok])) if ok else np.zeros((0, 0), np.float32)
+    ok = [i for i, p in enumerate(prepared) if not isinstance(p, str)]
+    vectors = encode(_stack([prepared[i] for i in ok], pin)) if ok else np.zeros((0, 0), np.float32)  # type: ignore[misc]
     finite = np.isfinite(vectors).all(axis=1)
     stored = vectors.astype(np.float16)  # the storage type; rows are unit vectors, well within range
     row_of = {i: row for row, i in enumerate(ok)}
@@ -173,8 +183,12 @@ def embed_images(records: Iterable[ImageRecord], model: ClipModel, load_bytes: C
         raise ConfigError("batch_size must be at least 1, and num_workers and prefetch_batches at least 0.")
     # Decode JPEGs at no less than twice the model input, so the bicubic resize still sees full detail.
     min_size = (2 * model.image_size[1], 2 * model.image_size[0])
-    prepare = functools.partial(_prepare, load_bytes=load_bytes, preprocess=model.preprocess, min_size=min_size)
+    # Workers stop at uint8 pixels where the model allows it; the batch is normalised at once on
+    # its device (see ClipModel.encode_tensor).
+    to_input = model.prepare_pixels if getattr(model, "accepts_pixels", False) else model.preprocess
+    prepare = functools.partial(_prepare, load_bytes=load_bytes, preprocess=to_input, min_size=min_size)
     encode = OomBackoffEncoder(model.encode_tensor, batch_size)
+    pin = model.device.type == "cuda"
     usable = (r for r in records if r.ok and r.image_id is not None)
     pool = ThreadPoolExecutor(num_workers, thread_name_prefix="charattr-clip") if num_workers else None
     pending: deque[tuple[list[ImageRecord], list[Future] | None]] = deque()
@@ -182,9 +196,9 @@ def embed_images(records: Iterable[ImageRecord], model: ClipModel, load_bytes: C
         for batch in batched(usable, batch_size):
             pending.append((batch, [pool.submit(prepare, r) for r in batch] if pool else None))
             if len(pending) > prefetch_batches:
-                yield from _finish_batch(*pending.popleft(), prepare, encode, model.model_key)
+                yield from _finish_batch(*pending.popleft(), prepare, encode, model.model_key, pin)
         while pending:
-            yield from _finish_batch(*pending.popleft(), prepare, encode, model.model_key)
+            yield from _finish_batch(*pending.popleft(), prepare, encode, model.model_key, pin)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

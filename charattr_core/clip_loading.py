@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
+import json
 import logging
 import os
 import pickle
@@ -142,9 +144,19 @@ def _looks_like_path(pretrained: str) -> bool:
 
 
 def _file_digest(path: Path) -> str:
-    """xxh3-128 of the checkpoint file (streamed), so the model key follows the weights, not the path."""
+    """xxh3-128 of the checkpoint file (streamed), so the model key follows the weights, not the path.
+
+    Remembered per (path, size, mtime): the key is asked for before the model is loaded (a cached
+    re-run never loads it) and again by `load_clip`, and a checkpoint is hundreds of MB.
+    """
+    stat = path.stat()
+    return _file_digest_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _file_digest_of(path: str, _size: int, _mtime_ns: int) -> str:
     digest = xxhash.xxh3_128()
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         while chunk := fh.read(1 << 22):
             digest.update(chunk)
     return digest.hexdigest()[:16]
@@ -297,7 +309,8 @@ def _load_checkpoint(model: torch.nn.Module, source: WeightsSource, model_name: 
     else:
         error_cls, unreadable_fix = ConfigError, ""
     try:
-        open_clip.load_checkpoint(model, source.path, strict=True, weights_only=True)
+        if not _read_safetensors_in_place(model, source.path):
+            open_clip.load_checkpoint(model, source.path, strict=True, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise error_cls(f"{where} holds Python objects besides tensors and charattr only loads plain weights "
                         "(weights_only=True); re-save it as a state_dict or as safetensors.") from exc
@@ -308,6 +321,69 @@ def _load_checkpoint(model: torch.nn.Module, source: WeightsSource, model_name: 
         raise error_cls(f"{where} could not be read ({describe_exception(exc)}){unreadable_fix}.") from exc
     except Exception as exc:  # noqa: BLE001 - truncated files, foreign formats, ...
         raise error_cls(f"{where} could not be read ({describe_exception(exc)}){unreadable_fix}.") from exc
+
+
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
+                       "I64": torch.int64, "I32": torch.int32}
+_MAX_SAFETENSORS_HEADER = 100 << 20
+
+
+def _read_safetensors_in_place(model: torch.nn.Module, path: str) -> bool:
+    """Read a `.safetensors` checkpoint straight into `model`'s tensors, one at a time.
+
+    open_clip's loader first materialises the whole state dict and then copies it, so loading
+    ViT-B-32 briefly held the weights twice (peak RSS 2.0 GB instead of 1.5 GB). Here each tensor
+    is read from the file into the parameter's own memory (through a one-tensor buffer when the
+    dtype or device differ). Only for files whose tensors match the model's state dict exactly
+    (names, shapes); returns False for anything else, which open_clip's loader then handles
+    (it also converts foreign layouts). Raises OSError/ValueError for a damaged file.
+    """
+    if not str(path).endswith(".safetensors"):
+        return False
+    targets = model.state_dict(keep_vars=True)
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        if not 0 < size <= _MAX_SAFETENSORS_HEADER:
+            return False
+        try:
+            header = json.loads(f.read(size))
+        except ValueError:
+            return False
+        header.pop("__metadata__", None)
+        if set(header) != set(targets) or any(
+                _SAFETENSORS_DTYPES.get(entry.get("dtype")) is None
+                or tuple(entry.get("shape", ())) != tuple(targets[name].shape) for name, entry in header.items()):
+            return False
+        base = 8 + size
+        with torch.no_grad():
+            for name, entry in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+                start, end = entry["data_offsets"]
+                target = targets[name].detach()
+                dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
+                direct = target.device.type == "cpu" and target.dtype == dtype and target.is_contiguous()
+                buffer = target if direct else torch.empty(target.shape, dtype=dtype)
+                raw = buffer.reshape(-1).view(torch.uint8).numpy() if buffer.numel() else None
+                if raw is not None:
+                    if raw.nbytes != end - start:
+                        raise ValueError(f"tensor {name} has {end - start} bytes in the file, {raw.nbytes} expected")
+                    f.seek(base + start)
+                    if f.readinto(raw) != raw.nbytes:
+                        raise ValueError(f"the file ends inside tensor {name} (truncated)")
+                if not direct:
+                    target.copy_(buffer)
+    return True
+
+
+def clip_model_key(model_name: str, pretrained: str | os.PathLike | None, *, allow_download: bool | None = None,
+                   cache_dir: str | None = None) -> str:
+    """The `model_key` that `load_clip(model_name, pretrained)` would give, found without loading
+    (or importing more than open_clip's registry): what the stage versions need to look up cached
+    results. Raises what `load_clip` raises for an unknown model, tag or file, or missing weights."""
+    register_model_configs()
+    if model_name.startswith(("hf-hub:", "local-dir:")) or open_clip.get_model_config(model_name) is None:
+        raise _unknown_model_error(model_name)
+    source = resolve_weights(model_name, pretrained, allow_download=allow_download, cache_dir=cache_dir)
+    return f"{model_name}/{source.label}"
 
 
 def load_clip(model_name: str = "ViT-B-32", pretrained: str | os.PathLike | None = "openai", device: str = "auto",

@@ -6,7 +6,9 @@ The same stage functions the Dagster assets call, chained over streamed batches:
            -> fuse (cached) -> writer
 
 A re-run looks up each batch's fused results by content hash first, so images already done
-are neither decoded nor encoded again.
+are neither decoded nor encoded again; the CLIP model is loaded only when an image misses the
+cache (its key, which the stage versions need, is known from the configuration), and a run with
+CLIP disabled never imports torch.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ from .tags import TagParser, parse_tags, tags_stage_version
 
 log = logging.getLogger("charattr")
 FUSED_CODE_VERSION = "fused-1"
+
+
+class _VersionsChanged(Exception):
+    """Raised inside a batch when the CLIP model could not be loaded after its key was known."""
 
 
 @dataclass
@@ -75,6 +81,7 @@ class Pipeline:
         self.store = self._open_store() if config.cache_results else None
         self.policy = self._load_policy()
         self._clip = clip_model
+        self._clip_key: str | None = clip_model.model_key if clip_model is not None else None
         self._probes = None
         self.clip_unavailable: str | None = None if config.use_clip else "CLIP disabled by configuration"
         self._text_embeddings = None
@@ -89,9 +96,9 @@ class Pipeline:
     @property
     def probes(self):
         """Trained probes, if configured; they are tied to the CLIP model that made their inputs."""
-        if self._probes is None and self.config.probes_path and self.clip is not None:
+        if self._probes is None and self.config.probes_path and self.clip_model_key is not None:
             from .probes import AttributeProbes
-            self._probes = AttributeProbes.load(self.config.probes_path, self.vocabulary, self.clip.model_key)
+            self._probes = AttributeProbes.load(self.config.probes_path, self.vocabulary, self.clip_model_key)
         return self._probes
 
     def _load_policy(self):
@@ -111,14 +118,30 @@ class Pipeline:
                                        allow_download=self.config.allow_download)
             except ModelUnavailableError as exc:
                 self.clip_unavailable = str(exc)
+                self._clip_key = None
                 log.warning("CLIP unavailable, continuing with the remaining signals: %s", exc)
+            else:
+                self._clip_key = self._clip.model_key
         return self._clip
+
+    @property
+    def clip_model_key(self) -> str | None:
+        """The CLIP model's key, known without loading it when the weights are at hand (so a re-run
+        whose results are all cached never loads the model); None when CLIP is off or unavailable."""
+        if self._clip_key is None and self.clip_unavailable is None:
+            from .clip_loading import clip_model_key
+            try:
+                # Never download just to name the weights: if they are not here, loading decides.
+                self._clip_key = clip_model_key(self.config.model_name, self.config.pretrained, allow_download=False)
+            except ModelUnavailableError:
+                return self.clip.model_key if self.clip is not None else None
+        return self._clip_key
 
     # -- versions ----------------------------------------------------------------------------
     def versions(self) -> dict[str, str]:
         v = {"vocabulary": self.vocabulary.fingerprint, STAGE_TAGS: tags_stage_version(self.vocabulary)}
-        if self.clip is not None:
-            v[STAGE_CLIP] = clip_stage_version(self.clip.model_key)
+        if self.clip_model_key is not None:
+            v[STAGE_CLIP] = clip_stage_version(self.clip_model_key)
         if self.probes is not None:
             v["attribute_probes"] = self.probes.probes_version
         v["fusion"] = self.policy.version if self.policy is not None else self.config.fusion_strategy
@@ -150,10 +173,13 @@ class Pipeline:
         same versions is neither decoded nor encoded again.
         """
         summary = summary if summary is not None else RunSummary()
-        versions, fused_version = self.versions(), self.fused_version()
         records: dict[str, ImageRecord] = {}  # by uri: what validation said about each new image
 
         def compute_fused(keyed: list[tuple[str, SourceItem]]) -> list[FusedAttributes | None]:
+            if keyed and STAGE_CLIP in versions and self.clip is None:
+                # The weights were named (the versions say CLIP) but cannot be loaded after all:
+                # nothing may be stored under versions that claim CLIP; start the batch again.
+                raise _VersionsChanged
             for _id, item in keyed:
                 records[item.uri] = inspect_image(item, self.config.max_image_pixels)
             good = ok_records(records[item.uri] for _id, item in keyed)
@@ -163,8 +189,14 @@ class Pipeline:
 
         # Items whose bytes could not be read have no id and go straight to validation's verdict.
         keyed = [(content_hash(it.data), it) for it in items if it.data is not None and it.error is None]
-        fused, counts = run_cached(keyed, lambda pair: pair[0], compute_fused, self._fused_codec(),
-                                   self.store, STAGE_FUSED, fused_version)
+        while True:  # at most twice: a second pass only after CLIP turned out to be unavailable
+            versions, fused_version = self.versions(), self.fused_version()
+            try:
+                fused, counts = run_cached(keyed, lambda pair: pair[0], compute_fused, self._fused_codec(),
+                                           self.store, STAGE_FUSED, fused_version)
+                break
+            except _VersionsChanged:
+                records.clear()
         summary.stages[STAGE_FUSED] += counts
         fused_by_uri = {item.uri: f for (_id, item), f in zip(keyed, fused)}
         out = []

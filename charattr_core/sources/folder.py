@@ -75,16 +75,24 @@ class FolderSource(Source):
         while stack:  # depth first, by name; an explicit stack so deep trees cannot overflow
             directory = stack.pop()
             try:
-                files, dirs = _listing(directory)
+                files, dirs, links = _listing_with_links(directory)
             except OSError as exc:
                 yield SourceItem(uri=str(directory), shard=shard, data=None,
                                  error=f"unreadable folder: {_os_reason(exc, directory)}")
                 continue
-            yield from self._read_files(directory, files, shard)
+            # One realpath per folder instead of one per file (an lstat per path component each):
+            # in a folder that is its own real path inside the root, a file that is not a symlink
+            # is inside the root too, and O_NOFOLLOW refuses one swapped in since the listing.
+            real = os.path.realpath(directory)
+            trusted = real == str(directory) and is_within(real, self.root)
+            plain = frozenset(f for f in files if f not in links) if trusted else frozenset()
+            yield from self._read_files(directory, files, shard, plain)
             if shard != ROOT_SHARD:
                 stack.extend(directory / d for d in reversed(dirs))
 
-    def _read_files(self, directory: Path, files: list[str], shard: str) -> Iterator[SourceItem]:
+    def _read_files(self, directory: Path, files: list[str], shard: str, plain: frozenset[str] = frozenset()
+                    ) -> Iterator[SourceItem]:
+        """Items of one folder's files; `plain` names files known to be no symlinks in a resolved folder."""
         images = [f for f in files if is_image_name(f)]
         sidecars = {f[: -len(SIDECAR_SUFFIX)]: f for f in files if f.lower().endswith(SIDECAR_SUFFIX)}
         stem_users: dict[str, list[str]] = defaultdict(list)  # "a" -> images that would use a.txt
@@ -95,40 +103,41 @@ class FolderSource(Source):
 
         for image in images:
             path = directory / image
-            data, error = self._read_image(path)
+            data, error = self._read_image(path, image in plain)
             tags, tags_error = None, None
             stem = os.path.splitext(image)[0]
             if image in sidecars:
-                tags, tags_error = self._read_sidecar(directory / sidecars[image])
+                tags, tags_error = self._read_sidecar(directory / sidecars[image], sidecars[image] in plain)
             elif len(stem_users.get(stem, ())) > 1:
                 users = " and ".join(stem_users[stem])
                 tags_error = (f"ambiguous tags file: {sidecars[stem]} matches {users}; rename it to "
                               f"<image name>{SIDECAR_SUFFIX} (e.g. {image}{SIDECAR_SUFFIX}) to say which image it tags")
             elif stem in sidecars:
-                tags, tags_error = self._read_sidecar(directory / sidecars[stem])
+                tags, tags_error = self._read_sidecar(directory / sidecars[stem], sidecars[stem] in plain)
             reasons = [r for r in (error, tags_error) if r]
             yield SourceItem(uri=str(path), shard=shard, data=data, tags=tags, error="; ".join(reasons) or None)
 
-    def _read_image(self, path: Path) -> tuple[bytes | None, str | None]:
+    def _read_image(self, path: Path, resolved: bool = False) -> tuple[bytes | None, str | None]:
         try:
-            return self._read_file(path), None
+            return self._read_file(path, resolved=resolved), None
         except SourceReadError as exc:
             return None, f"unreadable file: {exc}"
 
-    def _read_sidecar(self, path: Path) -> tuple[str | None, str | None]:
+    def _read_sidecar(self, path: Path, resolved: bool = False) -> tuple[str | None, str | None]:
         try:
-            raw = self._read_file(path, max_bytes=self.max_tags_bytes)
+            raw = self._read_file(path, max_bytes=self.max_tags_bytes, resolved=resolved)
             return decode_tag_text(raw, path.name, self.max_tags_bytes), None
         except (SourceReadError, TagTextError) as exc:
             return None, f"unreadable tags file: {exc}"
 
-    def _read_file(self, path: Path, max_bytes: int | None = None) -> bytes:
+    def _read_file(self, path: Path, max_bytes: int | None = None, *, resolved: bool = False) -> bytes:
         """The bytes of a regular file inside the root; `SourceReadError` (a short reason) if not.
 
-        With `max_bytes`, a larger file raises `TagTextError` without being read.
+        With `max_bytes`, a larger file raises `TagTextError` without being read. `resolved` says
+        the caller already knows `path` is a real path inside the root (see `read`).
         """
-        real = os.path.realpath(path)
-        if not is_within(real, self.root):
+        real = str(path) if resolved else os.path.realpath(path)
+        if not resolved and not is_within(real, self.root):
             raise SourceReadError(f"symlink points outside the source folder (to {real})")
         try:
             # `real` has no symlinks left; O_NOFOLLOW refuses one swapped in since the check.
@@ -163,18 +172,28 @@ def _listing(directory: Path) -> tuple[list[str], list[str]]:
     Symlinks to folders are left out (see the module docstring); any other symlink counts as a
     file so that reading it reports what is wrong with it.
     """
-    files, dirs = [], []
+    files, dirs, _links = _listing_with_links(directory)
+    return files, dirs
+
+
+def _listing_with_links(directory: Path) -> tuple[list[str], list[str], frozenset[str]]:
+    """`_listing`, plus which of the file names are symlinks (scandir knows it for free)."""
+    files, dirs, links = [], [], []
     with os.scandir(directory) as entries:
         for entry in entries:
             if is_hidden(entry.name):
                 continue
             if entry.is_dir(follow_symlinks=False):
                 dirs.append(entry.name)
-            elif entry.is_symlink() and _points_to_folder(entry):
-                log.debug("not following folder symlink %s", entry.path)
+            elif entry.is_symlink():
+                if _points_to_folder(entry):
+                    log.debug("not following folder symlink %s", entry.path)
+                else:
+                    files.append(entry.name)
+                    links.append(entry.name)
             else:
                 files.append(entry.name)
-    return sorted(files), sorted(dirs)
+    return sorted(files), sorted(dirs), frozenset(links)
 
 
 def _points_to_folder(entry: os.DirEntry) -> bool:
