@@ -14,7 +14,6 @@ CLIP disabled never imports torch.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import logging
 from dataclasses import dataclass, field
@@ -25,22 +24,18 @@ import numpy as np
 from PIL import Image
 
 from .batching import batched
-from .clip_version import clip_stage_version
 from .config import PipelineConfig
 from .errors import ConfigError, ModelUnavailableError
-from .records import FusedAttributes, ImageRecord, SourceItem, TagParse
+from .records import FusedAttributes, ImageRecord, SourceItem, TagParse, tags_digest
 from .schema import load_vocabulary
 from .sources import open_source
 from .sources.hashing import content_hash
 from .sources.validate import inspect_image
-from .stages import (EMBEDDING_CODEC, STAGE_CLIP, STAGE_FUSED, STAGE_TAGS, TAG_PARSE_CODEC, Codec,
-                     StageCounts, fuse_batch, ok_records, run_cached)
-from .tags import TagParser, parse_tags, tags_stage_version
+from .stages import (EMBEDDING_CODEC, STAGE_CLIP, STAGE_FUSED, STAGE_TAGS, TAG_PARSE_CODEC,
+                     Codec, StageCounts, fuse_batch, fused_stage_version, fused_versions, ok_records, run_cached)
+from .tags import TagParser, parse_tags
 
 log = logging.getLogger("charattr")
-FUSED_CODE_VERSION = "fused-1"
-
-
 class _VersionsChanged(Exception):
     """Raised inside a batch when the CLIP model could not be loaded after its key was known."""
 
@@ -139,18 +134,11 @@ class Pipeline:
 
     # -- versions ----------------------------------------------------------------------------
     def versions(self) -> dict[str, str]:
-        v = {"vocabulary": self.vocabulary.fingerprint, STAGE_TAGS: tags_stage_version(self.vocabulary)}
-        if self.clip_model_key is not None:
-            v[STAGE_CLIP] = clip_stage_version(self.clip_model_key)
-        if self.probes is not None:
-            v["attribute_probes"] = self.probes.probes_version
-        v["fusion"] = self.policy.version if self.policy is not None else self.config.fusion_strategy
-        v["thresholds"] = f"{self.thresholds.accept}/{self.thresholds.low}"
-        return v
+        return fused_versions(self.vocabulary, self.clip_model_key, self.probes, self.policy,
+                              self.config.fusion_strategy, self.thresholds)
 
     def fused_version(self) -> str:
-        digest = hashlib.sha256(repr(sorted(self.versions().items())).encode()).hexdigest()[:12]
-        return f"{FUSED_CODE_VERSION}+{digest}"
+        return fused_stage_version(self.versions())
 
     # -- the work ----------------------------------------------------------------------------
     def _zero_shot(self):
@@ -184,16 +172,18 @@ class Pipeline:
                 records[item.uri] = inspect_image(item, self.config.max_image_pixels)
             good = ok_records(records[item.uri] for _id, item in keyed)
             data_by_uri = {item.uri: item.data for _id, item in keyed}
-            fused = {f.image_id: f for f in self._fuse_records(good, data_by_uri, versions, summary)}
-            return [fused.get(image_id) for image_id, _item in keyed]
+            fused = {f.source_uri: f for f in self._fuse_records(good, data_by_uri, versions, summary)}
+            return [fused.get(item.uri) for _key, item in keyed]
 
         # Items whose bytes could not be read have no id and go straight to validation's verdict.
         keyed = [(content_hash(it.data), it) for it in items if it.data is not None and it.error is None]
         while True:  # at most twice: a second pass only after CLIP turned out to be unavailable
             versions, fused_version = self.versions(), self.fused_version()
             try:
+                # Fused rows depend on the tags too: edited tags are fused again.
                 fused, counts = run_cached(keyed, lambda pair: pair[0], compute_fused, self._fused_codec(),
-                                           self.store, STAGE_FUSED, fused_version)
+                                           self.store, STAGE_FUSED, fused_version,
+                                           tags_digest=lambda pair: tags_digest(pair[1].tags))
                 break
             except _VersionsChanged:
                 records.clear()
@@ -229,7 +219,8 @@ class Pipeline:
                  summary: RunSummary) -> tuple[dict[str, TagParse], dict[str, np.ndarray]]:
         """The per-image stages of a batch of ok records: tag parses and embeddings by image_id."""
         parses, tag_counts = run_cached(batch, lambda r: r.image_id, lambda rs: parse_tags(rs, self.parser),
-                                        TAG_PARSE_CODEC, self.store, STAGE_TAGS, versions[STAGE_TAGS])
+                                        TAG_PARSE_CODEC, self.store, STAGE_TAGS, versions[STAGE_TAGS],
+                                        tags_digest=lambda r: r.tags_digest)
         summary.stages[STAGE_TAGS] += tag_counts
         embeddings: dict[str, np.ndarray] = {}
         if self.clip is not None and batch:
@@ -241,7 +232,7 @@ class Pipeline:
                 EMBEDDING_CODEC, self.store, STAGE_CLIP, versions[STAGE_CLIP])
             summary.stages[STAGE_CLIP] += clip_counts
             embeddings = {e.image_id: e.embedding for e in embs if e.embedding is not None}
-        return {p.image_id: p for p in parses}, embeddings
+        return {r.source_uri: p for r, p in zip(batch, parses)}, embeddings
 
     def iter_signals(self, path: str | Path, limit: int | None = None, summary: RunSummary | None = None,
                      batch_size: int = 256) -> Iterator[list["Signals"]]:
@@ -258,7 +249,7 @@ class Pipeline:
                     summary.record_failure(r)
             good = ok_records(records)
             parses, embeddings = self._signals(good, {it.uri: it.data for it in items}, versions, summary)
-            yield [Signals(r, parses.get(r.image_id), embeddings.get(r.image_id)) for r in good]
+            yield [Signals(r, parses.get(r.source_uri), embeddings.get(r.image_id)) for r in good]
 
     def _items(self, path: str | Path, limit: int | None) -> Iterator[SourceItem]:
         source = open_source(path)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Mapping
 
 import numpy as np
+import xxhash
 
 from .schema import UNKNOWN, Vocabulary
 
@@ -27,6 +28,13 @@ class SourceItem:
     data: bytes | None
     tags: str | None = None
     error: str | None = None  # set when the bytes or the sidecar could not be read
+
+
+def tags_digest(raw_tags: str | None) -> str | None:
+    """A short digest of a tag text (None without tags): results that depend on the tags as well as
+    the bytes (tag parses, fused rows) are cached with it, so edited tags are never answered from
+    the cache."""
+    return xxhash.xxh3_64_hexdigest(raw_tags.encode("utf-8", "surrogatepass")) if raw_tags else None
 
 
 @dataclass(slots=True)
@@ -46,6 +54,10 @@ class ImageRecord:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def tags_digest(self) -> str | None:
+        return tags_digest(self.raw_tags)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

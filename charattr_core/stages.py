@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import threading
 from dataclasses import dataclass
-from typing import Callable, Generic, Iterable, Iterator, Sequence, TypeVar
+from typing import Callable, Generic, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -24,6 +25,7 @@ Out = TypeVar("Out")
 STAGE_TAGS = "tag_parses"
 STAGE_CLIP = "clip_embeddings"
 STAGE_FUSED = "fused_attributes"
+FUSED_CODE_VERSION = "fused-1"  # bump when fusion's output changes for the same inputs
 
 
 @dataclass
@@ -84,6 +86,9 @@ def gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
+TAGS_DIGEST_FIELD = "tags_digest"  # in the payload of results that depend on the tags
+
+
 def run_cached(
     items: Sequence[In],
     image_id: Callable[[In], str],
@@ -92,37 +97,44 @@ def run_cached(
     store,  # charattr_core.store.ResultStore | None
     stage: str,
     stage_version: str,
+    tags_digest: Callable[[In], str | None] | None = None,
 ) -> tuple[list[Out], StageCounts]:
     """Results for `items` in order: cached ones decoded, the rest computed and stored.
 
-    `compute` must yield exactly one result per input, in order. Duplicate ids in a batch
-    (the same bytes twice) are computed once.
+    `compute` must yield exactly one result per input, in order. Duplicate inputs in a batch
+    (the same bytes twice) are computed once. With `tags_digest`, the result depends on the
+    item's tags too: the digest is stored beside it and a cached result made from other tags is
+    a miss (recomputed and replaced), so the cache keeps one row per `(image_id, stage, version)`.
     """
     counts = StageCounts()
-    ids = [image_id(x) for x in items]
+    keys = [(image_id(x), tags_digest(x) if tags_digest else None) for x in items]
     with gc_paused():  # one lookup for the batch; see gc_paused for why the collector waits
-        cached = store.get_many(stage, stage_version, ids) if store is not None else {}
-        results: dict[str, Out] = {i: codec.decode(i, c.payload, c.blob) for i, c in cached.items()}
+        cached = store.get_many(stage, stage_version, [i for i, _d in keys]) if store is not None else {}
+        results: dict[tuple[str, str | None], Out] = {
+            (i, c.payload.get(TAGS_DIGEST_FIELD)): codec.decode(i, c.payload, c.blob) for i, c in cached.items()}
         del cached
-    counts.skipped = sum(1 for i in ids if i in results)
-    todo, seen = [], set(results)
-    for item, i in zip(items, ids):
-        if i not in seen:
-            seen.add(i)
+    counts.skipped = sum(1 for k in keys if k in results)
+    todo, todo_keys, seen = [], [], set(results)
+    for item, key in zip(items, keys):
+        if key not in seen:
+            seen.add(key)
             todo.append(item)
+            todo_keys.append(key)
     fresh: list[tuple[str, dict, bytes | None]] = []
     computed = compute(todo) if todo else ()  # an all-cached batch never calls (or loads) the stage
-    for item, result in zip(todo, computed, strict=True):
-        i = image_id(item)
-        results[i] = result
+    for key, result in zip(todo_keys, computed, strict=True):
+        results[key] = result
         if codec.is_failure(result):
             counts.failed += 1
         else:
             counts.computed += 1
-            fresh.append((i, *codec.encode(result)))
+            payload, blob = codec.encode(result)
+            if key[1] is not None:
+                payload = {**payload, TAGS_DIGEST_FIELD: key[1]}
+            fresh.append((key[0], payload, blob))
     if store is not None and fresh:
         store.put_many(stage, stage_version, fresh)
-    return [results[i] for i in ids], counts
+    return [results[k] for k in keys], counts
 
 
 # --- codecs of the cached stages -------------------------------------------------------------
@@ -153,6 +165,29 @@ def ok_records(records: Iterable[ImageRecord]) -> list[ImageRecord]:
     return [r for r in records if r.ok and r.image_id]
 
 
+def fused_versions(vocabulary, clip_model_key: str | None, probes, policy, strategy: str,
+                   thresholds) -> dict[str, str]:
+    """Everything a fused row depends on, by name. The in-process pipeline and the Dagster asset
+    both call this, so they share cache entries; the fused rows carry it as their `versions`."""
+    from .clip_version import clip_stage_version
+    from .tags import tags_stage_version
+
+    versions = {"vocabulary": vocabulary.fingerprint, STAGE_TAGS: tags_stage_version(vocabulary)}
+    if clip_model_key is not None:
+        versions[STAGE_CLIP] = clip_stage_version(clip_model_key)
+    if probes is not None:
+        versions["attribute_probes"] = probes.probes_version
+    versions["fusion"] = policy.version if policy is not None else strategy
+    versions["thresholds"] = f"{thresholds.accept}/{thresholds.low}"
+    return versions
+
+
+def fused_stage_version(versions: Mapping[str, str]) -> str:
+    """The cache key (stage_version) of fused rows made under `versions`."""
+    digest = hashlib.sha256(repr(sorted(versions.items())).encode()).hexdigest()[:12]
+    return f"{FUSED_CODE_VERSION}+{digest}"
+
+
 def fuse_batch(
     records: Sequence[ImageRecord],
     tag_parses: dict[str, TagParse],
@@ -169,8 +204,9 @@ def fuse_batch(
 ) -> list:
     """Fuse the signals of one batch of ok images into `FusedAttributes`, in input order.
 
-    `tag_parses` / `embeddings` map image_id to that stage's result; an image missing from
-    either simply lacks that source. Zero-shot scores and probe predictions are computed here,
+    `tag_parses` maps each record's source_uri (tags belong to the file, not to its bytes) and
+    `embeddings` its image_id to that stage's result; an image missing from either simply lacks
+    that source. Zero-shot scores and probe predictions are computed here,
     vectorised over the batch, from the embeddings (no second trip through the image encoder).
     """
     from .fusion import FusionContext, fuse  # local: keeps this module importable on its own
@@ -180,7 +216,7 @@ def fuse_batch(
     clip_est, probe_est = visual_estimates(ids, [embeddings.get(i) for i in ids], zero_shot_scorer, probes)
     fused = []
     for r in records:
-        parse = tag_parses.get(r.image_id)
+        parse = tag_parses.get(r.source_uri)
         sources = {name: est for name, est in (
             ("tags", parse.estimates if parse else None),
             ("clip", clip_est.get(r.image_id)),

@@ -68,6 +68,22 @@ def test_process_batch_limit_and_moved_files_hit_the_cache(demo_source, tiny_con
     assert all(str(moved) in f.source_uri for f in results)
 
 
+def test_edited_tags_are_parsed_again_and_the_same_bytes_keep_their_embedding(tmp_path, tiny_config):
+    src = tmp_path / "src"
+    write_demo_dataset(src, n_images=2, n_shards=1, seed=2, size=64)
+    with create_pipeline(tiny_config) as pipe:
+        pipe.process_batch(src)
+    sidecar = sorted((src / "shard_000").glob("*.txt"))[0]
+    sidecar.write_text("1girl, green_hair, short_hair")
+    summary = RunSummary()
+    with create_pipeline(tiny_config) as pipe:
+        results = {Path(f.source_uri).stem: f for _r, f in pipe.iter_results(src, summary=summary)}
+    stages = summary.stages
+    assert (stages["fused_attributes"].computed, stages["fused_attributes"].skipped) == (1, 1)
+    assert (stages["tag_parses"].computed, stages["clip_embeddings"].skipped) == (1, 1)
+    assert results[sidecar.stem].attributes["hair_color"].values == ("green",)
+
+
 def test_corrupt_image_becomes_a_failed_row_and_the_batch_completes(tmp_path, tiny_config):
     src = tmp_path / "src"
     write_demo_dataset(src, n_images=4, n_shards=1, seed=1, size=96)
