@@ -1,0 +1,138 @@
+"""`fused_attributes`: the product — one row per image, one column per attribute with its
+confidence, the overall confidence, the strategy and the versions that produced it.
+
+Per shard it streams `raw_images` joined with `tag_parses` and `clip_embeddings` (see
+`tables.iter_signals`), fuses each batch with `stages.fuse_batch` through the cache, writes the
+flat rows to Parquet and upserts them into the results database (`store.put_fused`). Probes and
+the learned policy are used when their assets have produced them; without them (or without
+CLIP) fusion runs on the signals that remain.
+"""
+
+from typing import Any, Callable
+
+import dagster as dg
+import numpy as np
+from dagster import AssetExecutionContext
+
+from charattr_core.records import FusedAttributes
+from charattr_core.stages import (STAGE_FUSED, Codec, StageCounts, fuse_batch, fused_stage_version, fused_versions,
+                                  run_cached)
+
+from ..checks import EstimateTally, estimate_specs
+from ..asset_keys import (ATTRIBUTE_PROBES, CLIP_EMBEDDINGS, FUSED_ATTRIBUTES, FUSION_POLICY, RAW_IMAGES,
+                          TAG_PARSES)
+from ..metadata import StageLedger
+from ..partitions import shards_partitions
+from ..resources import STORE_RETRY_POLICY, ClipModelResource, PipelineSettings, ResultStoreResource
+from ..tables import iter_signals
+from ..warehouse import Warehouse
+from .learning import load_policy, load_probes
+
+FUSED_CODEC: Codec[FusedAttributes] = Codec(
+    encode=lambda f: (f.to_record(), None), decode=lambda _i, payload, _b: FusedAttributes.from_record(payload))
+
+
+def lazy_zero_shot(clip: ClipModelResource, vocabulary) -> Callable[[np.ndarray], list[dict]]:
+    """Zero-shot scoring whose text embeddings (and model) are loaded only when an image misses the cache."""
+    from charattr_core.clip import zero_shot
+
+    text: dict[str, Any] = {}
+
+    def score(matrix: np.ndarray) -> list[dict]:
+        if "embeddings" not in text:
+            model = clip.get()
+            text["embeddings"], text["logit_scale"] = model.text_embeddings(vocabulary), model.logit_scale
+        return zero_shot(matrix, vocabulary, text["embeddings"], text["logit_scale"])
+
+    return score
+
+
+def require_inputs(warehouse: Warehouse, shard: str, with_embeddings: bool) -> None:
+    """Fusing a shard without its signals would silently drop a source; say what is missing instead
+    (typically a stage that a failed blocking check stopped)."""
+    needed = [RAW_IMAGES, TAG_PARSES] + ([CLIP_EMBEDDINGS] if with_embeddings else [])
+    missing = [asset for asset in needed if not warehouse.has(asset, shard)]
+    if missing:
+        raise dg.Failure(f"Shard {shard!r} has no {' or '.join(missing)} data yet (not materialized, or stopped by a "
+                         "failed blocking check); materialize them for this shard first.", allow_retries=False)
+
+
+def _store_row(fused: FusedAttributes) -> dict[str, Any]:
+    return {"image_id": fused.image_id, "source_uri": fused.source_uri, "confidence": fused.confidence,
+            "strategy": fused.strategy, "payload": fused.to_record()}
+
+
+def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=FUSED_ATTRIBUTES, group_name="product",
+        deps=[RAW_IMAGES, TAG_PARSES, CLIP_EMBEDDINGS, ATTRIBUTE_PROBES, FUSION_POLICY],
+        partitions_def=shards_partitions, backfill_policy=backfill_policy, code_version=code_version,
+        kinds={"python", "parquet", "sql"}, check_specs=estimate_specs(FUSED_ATTRIBUTES),
+        retry_policy=STORE_RETRY_POLICY,
+        description="The product: one row per image with every attribute, its confidence and evidence, the "
+                    "overall confidence, the strategy (or learned policy) that decided and the versions that "
+                    "produced it. Written to Parquet and to the results database.",
+    )
+    def fused_attributes(context: AssetExecutionContext, clip: ClipModelResource,
+                         results_store: ResultStoreResource, warehouse: Warehouse,
+                         settings: PipelineSettings) -> dg.MaterializeResult:
+        from charattr_core.fusion import Thresholds
+        from charattr_core.writers import fused_arrow_schema
+
+        config = settings.pipeline_config()
+        vocabulary, thresholds = settings.load_vocabulary(), Thresholds.from_config(config)
+        store = results_store.open()
+        unavailable = clip.unavailable_reason()
+        model_key = None if unavailable else clip.model_key()
+        probes = load_probes(warehouse, vocabulary, model_key)
+        policy = load_policy(warehouse, vocabulary) if settings.use_learned_policy else None
+        versions = fused_versions(vocabulary, model_key, probes, policy, config.fusion_strategy, thresholds)
+        version = fused_stage_version(versions)
+        notes = (f"clip unavailable: {unavailable}",) if unavailable else ()
+        scorer = None if unavailable else lazy_zero_shot(clip, vocabulary)
+
+        ledger, tally = StageLedger(FUSED_ATTRIBUTES, warehouse), EstimateTally(vocabulary)
+        strategies: dict[str, int] = {}
+        missing = {"tag_parses": 0, "clip_embeddings": 0}
+        schema = fused_arrow_schema(vocabulary)
+        for shard in context.partition_keys:
+            require_inputs(warehouse, shard, with_embeddings=unavailable is None)
+            counts = StageCounts()
+            with warehouse.writer(FUSED_ATTRIBUTES, shard, schema) as out:
+                for batch in iter_signals(warehouse, shard, with_embeddings=unavailable is None,
+                                          batch_size=settings.batch_size):
+                    records = [s.record for s in batch]
+                    parses = {s.record.source_uri: s.tag_parse for s in batch if s.tag_parse is not None}
+                    embeddings = {s.record.image_id: s.embedding for s in batch if s.embedding is not None}
+                    missing["tag_parses"] += len(batch) - len(parses)
+                    missing["clip_embeddings"] += len(batch) - len(embeddings)
+
+                    def compute(rs):
+                        return fuse_batch(rs, parses, embeddings, vocabulary=vocabulary, zero_shot_scorer=scorer,
+                                          probes=probes, policy=policy, strategy=config.fusion_strategy,
+                                          thresholds=thresholds, versions=versions, notes=notes)
+
+                    fused, batch_counts = run_cached(records, lambda r: r.image_id, compute, FUSED_CODEC, store,
+                                                     STAGE_FUSED, version, tags_digest=lambda r: r.tags_digest)
+                    counts += batch_counts
+                    rows = []
+                    for record, f in zip(records, fused):
+                        f.source_uri = record.source_uri  # the same bytes may live at several paths
+                        tally.add(f.image_id, f.attributes, f.confidence)
+                        strategies[f.strategy] = strategies.get(f.strategy, 0) + 1
+                        rows.append(f.to_flat())
+                    out.write_rows(rows)
+                    store.put_fused(version, [_store_row(f) for f in fused])
+            ledger.add(shard, counts, out.rows)
+        metadata = ledger.metadata()
+        metadata.update({
+            "stage_version": version, "versions": dg.MetadataValue.json(versions),
+            "clip_used": unavailable is None, "probes_used": probes is not None, "policy_used": policy is not None,
+            "strategies": dg.MetadataValue.json(strategies), "images_without": dg.MetadataValue.json(missing),
+            "value_distribution": tally.distribution(), "database": results_store.redacted_url(),
+        })
+        if unavailable:
+            metadata["clip_unavailable_reason"] = unavailable
+        return dg.MaterializeResult(metadata=metadata, check_results=tally.results())
+
+    return fused_attributes

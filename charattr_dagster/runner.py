@@ -1,0 +1,271 @@
+"""Materialize the whole asset graph over one source into a persistent Dagster instance — what
+`charattr run SOURCE` does — so that a later `dagster dev` shows the runs, materializations and
+lineage.
+
+Order: register the source's shards as partitions; the per-shard signals (raw_images,
+tag_parses, clip_embeddings) as partition-range runs; the learning stages; fused_attributes as
+range runs; the report. Runs execute in this process (`execute_in_process` against the
+instance), so no daemon or run launcher is needed and CLIP loads once per run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import dagster as dg
+
+from charattr_core.errors import ConfigError
+
+from .asset_keys import (ATTRIBUTE_PROBES, ATTRIBUTE_REPORT, CLIP_EMBEDDINGS, FUSED_ATTRIBUTES, FUSION_POLICY,
+                         RAW_IMAGES, TAG_PARSES)
+from .jobs import fuse_shards_job, ingest_shards_job, report_job, train_job
+from .partitions import SHARDS, contiguous_ranges, range_tags
+from .settings import Settings
+
+DEFAULT_DAGSTER_HOME = Path("data/dagster_home")
+COUNTED_STAGES = (RAW_IMAGES, TAG_PARSES, CLIP_EMBEDDINGS, FUSED_ATTRIBUTES)
+# Written into a new DAGSTER_HOME: runs that use the GPU pool (clip_embeddings) queue behind each other.
+INSTANCE_YAML = """\
+# Written by `charattr run` for a new instance; edit freely.
+# Steps in the "gpu" pool (clip_embeddings) run one at a time.
+concurrency:
+  pools:
+    default_limit: 1
+# charattr runs offline by design; re-enable Dagster's usage statistics here if you wish.
+telemetry:
+  enabled: false
+"""
+# Run tags naming the `charattr run` process that executes a run, so that a later one can tell
+# the runs of a killed process from runs that are still going (see `release_crashed_runs`).
+RUN_HOST_TAG = "charattr/host"
+RUN_PID_TAG = "charattr/pid"
+_UNFINISHED = (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED)
+
+
+def dagster_home() -> Path:
+    """$DAGSTER_HOME when set, else data/dagster_home; created (with a dagster.yaml) when missing."""
+    home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text(INSTANCE_YAML, encoding="utf-8")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+@dataclass
+class StageTotals:
+    computed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    rows: int = 0
+
+
+@dataclass
+class GraphRunSummary:
+    """What `run_graph` did, for the command line."""
+
+    shards: int = 0
+    new_shards: int = 0
+    stages: dict[str, StageTotals] = field(default_factory=lambda: defaultdict(StageTotals))
+    learning: dict[str, str] = field(default_factory=dict)  # asset -> one line
+    failed_runs: list[str] = field(default_factory=list)
+    failed_checks: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    report: str | None = None
+    runs: int = 0
+
+    @property
+    def images(self) -> int:
+        return self.stages[RAW_IMAGES].rows
+
+    @property
+    def failed_images(self) -> int:
+        return self.stages[RAW_IMAGES].failed
+
+
+def _value(entry) -> object:
+    return getattr(entry, "value", entry)
+
+
+def _collect(result: dg.ExecuteInProcessResult, summary: GraphRunSummary) -> None:
+    seen: set[str] = set()
+    for event in result.get_asset_materialization_events():
+        mat = event.step_materialization_data.materialization
+        asset, meta = mat.asset_key.to_user_string(), {k: _value(v) for k, v in mat.metadata.items()}
+        if asset in seen:  # a range run materializes every shard with the run's totals
+            continue
+        seen.add(asset)
+        if asset in COUNTED_STAGES:
+            totals = summary.stages[asset]
+            for name in ("computed", "skipped", "failed", "rows"):
+                setattr(totals, name, getattr(totals, name) + int(meta.get(name, 0) or 0))
+            if asset == CLIP_EMBEDDINGS and meta.get("clip_available") is False:
+                note = f"CLIP not used: {meta.get('clip_unavailable_reason')}"
+                if note not in summary.notes:
+                    summary.notes.append(note)
+        elif asset in (ATTRIBUTE_PROBES, FUSION_POLICY):
+            if meta.get("skipped"):  # the first clause; the full reason is in the asset's metadata
+                summary.learning[asset] = f"skipped: {str(meta.get('skip_reason')).split(': ')[0]}"
+            elif asset == ATTRIBUTE_PROBES:
+                summary.learning[asset] = (f"{meta.get('trained_attributes')} attribute heads trained "
+                                           f"({meta.get('version')})")
+            else:
+                summary.learning[asset] = (f"trained, generation {meta.get('generation')}, "
+                                           f"{meta.get('holdout_images')} held-out images evaluated")
+        elif asset == ATTRIBUTE_REPORT:
+            summary.report = str(meta.get("html_report"))
+    for evaluation in result.get_asset_check_evaluations():
+        if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+            summary.failed_checks.append(f"{evaluation.asset_key.to_user_string()}.{evaluation.check_name}: "
+                                         f"{evaluation.description or 'failed'}")
+
+
+def _failure_reason(result: dg.ExecuteInProcessResult) -> str:
+    """The first failed step and its error message, without the exception's class path."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            lines = [ln.strip() for ln in event.step_failure_data.error.message.strip().splitlines() if ln.strip()]
+            message = re.sub(r"^[\w.]+(Error|Failure|Exception): ", "", " ".join(lines[:2]))
+            return f"{event.step_key}: {message}"
+    return "see the run in the Dagster UI"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def release_crashed_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed the runs that a `charattr run` on this machine started but whose process has
+    died (killed, out of memory, power cut), and free the concurrency slots they held.
+
+    Without this, a run killed inside clip_embeddings keeps the "gpu" pool's only slot forever and
+    every later run waits for it. Runs of live processes, of other machines and runs that
+    charattr did not start (e.g. launched from `dagster dev`) are left alone. Returns the run ids.
+    """
+    host = socket.gethostname()
+    released = []
+    records = instance.get_run_records(dg.RunsFilter(statuses=list(_UNFINISHED), tags={RUN_HOST_TAG: host}))
+    for record in records:
+        run = record.dagster_run
+        pid = int(run.tags.get(RUN_PID_TAG) or 0)
+        if pid == os.getpid() or (pid and _process_alive(pid)):
+            continue
+        instance.report_run_failed(run, message=f"The charattr run process (pid {pid}) ended without finishing "
+                                                "this run (killed or crashed); its results so far are kept.")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        released.append(run.run_id)
+    return released
+
+
+def run_graph(settings: Settings, instance: dg.DagsterInstance, *, verbose: bool = False,
+              progress: Callable[[str], None] = lambda _line: None) -> GraphRunSummary:
+    """Materialize every asset over every shard of `settings.source`; returns what happened."""
+    from charattr_core.sources import open_source
+
+    from .definitions import build_definitions
+
+    shards = open_source(settings.source).shards()
+    defs = build_definitions(settings)
+    summary = GraphRunSummary(shards=len(shards))
+    crashed = release_crashed_runs(instance)
+    if crashed:
+        summary.notes.append(f"{len(crashed)} run(s) of an earlier, killed `charattr run` marked failed")
+    known = set(instance.get_dynamic_partitions(SHARDS))
+    new = [k for k in shards if k not in known]
+    if new:
+        instance.add_dynamic_partitions(SHARDS, new)
+    summary.new_shards = len(new)
+    ordered = instance.get_dynamic_partitions(SHARDS)
+    ranges = list(contiguous_ranges(shards, ordered, settings.shards_per_run))
+    # Failures are summarised at the end; Dagster's own console log is for --verbose.
+    run_config = {"loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}}}
+    process_tags = {RUN_HOST_TAG: socket.gethostname(), RUN_PID_TAG: str(os.getpid())}
+
+    def execute(job_name: str, keys: Sequence[str] | None) -> bool:
+        job = defs.resolve_job_def(job_name)
+        label = job_name if keys is None else f"{job_name} [{keys[0]}]" if len(keys) == 1 else \
+            f"{job_name} [{keys[0]} … {keys[-1]}, {len(keys)} shards]"
+        started = time.perf_counter()
+        if keys is None:
+            result = job.execute_in_process(instance=instance, run_config=run_config, tags=process_tags,
+                                            raise_on_error=False)
+        elif len(keys) == 1:
+            result = job.execute_in_process(instance=instance, run_config=run_config, partition_key=keys[0],
+                                            tags=process_tags, raise_on_error=False)
+        else:
+            result = job.execute_in_process(instance=instance, run_config=run_config,
+                                            tags={**process_tags, **range_tags(keys)}, raise_on_error=False)
+        summary.runs += 1
+        _collect(result, summary)
+        status = "ok" if result.success else f"FAILED ({_failure_reason(result)})"
+        if not result.success:
+            summary.failed_runs.append(f"{label}: {_failure_reason(result)}")
+        progress(f"{label}: {status} in {time.perf_counter() - started:.1f} s (run {result.run_id[:8]})")
+        return result.success
+
+    ingested = [keys for keys in ranges if execute(ingest_shards_job.name, keys)]
+    execute(train_job.name, None)
+    for keys in ranges:
+        if keys in ingested:
+            execute(fuse_shards_job.name, keys)
+        else:
+            summary.notes.append(f"not fused: {keys[0]} … {keys[-1]} (its ingest run failed)")
+    execute(report_job.name, None)
+    return summary
+
+
+def print_summary(summary: GraphRunSummary, settings: Settings, home: Path, write: Callable[[str], None]) -> None:
+    from charattr_core.store import redact_url
+
+    write(f"{summary.images} images in {summary.shards} shards ({summary.new_shards} new), "
+          f"{summary.failed_images} failed; {summary.runs} runs")
+    for stage in COUNTED_STAGES:
+        t = summary.stages[stage]
+        write(f"  {stage}: {t.computed} computed, {t.skipped} skipped (cached), {t.failed} failed")
+    for asset in (ATTRIBUTE_PROBES, FUSION_POLICY):
+        if asset in summary.learning:
+            write(f"  {asset}: {summary.learning[asset]}")
+    for note in summary.notes:
+        write(f"  note: {note}")
+    for check in summary.failed_checks:
+        write(f"  check failed: {check}")
+    for run in summary.failed_runs:
+        write(f"  run failed: {run}")
+    write("outputs:")
+    write(f"  warehouse  {settings.warehouse}")
+    write(f"  database   {redact_url(settings.database_url)}")
+    if summary.report:
+        write(f"  report     {summary.report}")
+    write(f"  dagster    {home}  (browse it: DAGSTER_HOME={home} dagster dev -w workspace.yaml)")
+
+
+def validate_settings(settings: Settings) -> None:
+    """Fail early, with one sentence, on settings that would only fail inside a run."""
+    from charattr_core.config import PipelineConfig
+    from charattr_core.sources import open_source
+    from charattr_core.store import ResultStore
+
+    from .versions import code_versions
+
+    open_source(settings.source)
+    PipelineConfig.from_mapping({"vocabulary": settings.vocabulary, "fusion_strategy": settings.fusion_strategy,
+                                 "device": settings.device, "max_image_pixels": settings.max_image_pixels})
+    if settings.labels and not Path(settings.labels).is_file():
+        raise ConfigError(f"Labels file {settings.labels} does not exist.")
+    if settings.database_url.startswith("sqlite:///"):
+        Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    ResultStore(settings.database_url).close()
+    code_versions(settings)  # bad vocabulary; unknown model, weights tag or checkpoint file

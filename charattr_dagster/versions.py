@@ -1,0 +1,74 @@
+"""Code versions of the assets, computed when the definitions load, from the same `Settings`
+that configure the resources. They mirror the stage versions that key the results cache
+(vocabulary fingerprint, CLIP model key, code versions), so changing the model or the
+vocabulary marks the dependent assets stale in the UI.
+
+Settings changed later in the launchpad still change the cache keys (computed at run time from
+the resources) but not these code versions; configure deployments through the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from charattr_core.errors import ModelUnavailableError
+
+from .settings import Settings
+
+RAW_IMAGES_CODE_VERSION = "raw-1"  # bump when validation (charattr_core.sources.validate) changes its verdicts
+REPORT_CODE_VERSION = "report-1"
+
+
+def raw_images_stage_version(max_image_pixels: int) -> str:
+    """The cache key of validated image facts: the pixel limit decides which images pass."""
+    return f"{RAW_IMAGES_CODE_VERSION}+px{max_image_pixels}"
+
+
+def model_key_of(model_name: str, pretrained: str | None) -> str:
+    """The CLIP model key without loading (or ever downloading) weights; for weights that are not
+    available offline, the key they will have (`<model>/<tag>`). Raises `ConfigError` for an
+    unknown model, tag or checkpoint file."""
+    from charattr_core.clip_loading import clip_model_key
+
+    try:
+        return clip_model_key(model_name, pretrained, allow_download=False)
+    except ModelUnavailableError:
+        return f"{model_name}/{pretrained}"
+
+
+@dataclass(frozen=True)
+class CodeVersions:
+    raw_images: str
+    tag_parses: str
+    clip_embeddings: str
+    attribute_probes: str
+    fusion_policy: str
+    fused_attributes: str
+    attribute_report: str
+
+
+def code_versions(settings: Settings) -> CodeVersions:
+    """Every asset's code version for these settings (raises `ConfigError` for a bad model name,
+    vocabulary or checkpoint path)."""
+    from charattr_core.clip_version import clip_stage_version
+    from charattr_core.stages import FUSED_CODE_VERSION
+    from charattr_core.policy import POLICY_CODE_VERSION
+    from charattr_core.probes import PROBES_CODE_VERSION
+    from charattr_core.schema import load_vocabulary
+    from charattr_core.tags import tags_stage_version
+
+    vocabulary = load_vocabulary(settings.vocabulary)
+    vocab = f"vocab-{vocabulary.fingerprint}"
+    clip = clip_stage_version(model_key_of(settings.model_name, settings.pretrained))
+    tags = tags_stage_version(vocabulary)
+    fused_inputs = "|".join([tags, clip, settings.fusion_strategy])
+    return CodeVersions(
+        raw_images=raw_images_stage_version(settings.max_image_pixels),
+        tag_parses=tags,
+        clip_embeddings=clip,
+        attribute_probes=f"probes-{PROBES_CODE_VERSION}+{clip}+{vocab}",
+        fusion_policy=f"policy-{POLICY_CODE_VERSION}+{vocab}+{settings.fusion_strategy}",
+        fused_attributes=f"{FUSED_CODE_VERSION}+{hashlib.sha256(fused_inputs.encode()).hexdigest()[:12]}",
+        attribute_report=REPORT_CODE_VERSION,
+    )

@@ -1,0 +1,79 @@
+"""`charattr run SOURCE`: the whole graph into a persistent DAGSTER_HOME, with a summary; and
+configuration errors as one sentence and a non-zero exit code."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from charattr_core.cli import main
+from charattr_dagster.partitions import SHARDS
+from dagster_testing import IMAGES_PER_SHARD, SHARD_KEYS
+
+ALL_ASSETS = ("raw_images", "tag_parses", "clip_embeddings", "attribute_probes", "fusion_policy",
+              "fused_attributes", "attribute_report")
+
+
+@pytest.fixture
+def run_args(tmp_path):
+    def args(source, *extra):
+        return ["run", str(source), "--model", "charattr-tiny", "--pretrained", "random",
+                "--database-url", f"sqlite:///{tmp_path / 'out' / 'charattr.db'}",
+                "--warehouse", str(tmp_path / "out" / "warehouse"), "--reports", str(tmp_path / "out" / "reports"),
+                *extra]
+    return args
+
+
+@pytest.fixture
+def dagster_home(tmp_path, monkeypatch):
+    home = tmp_path / "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+def test_run_materializes_the_graph_into_dagster_home_and_reruns_from_cache(demo_source, run_args, dagster_home,
+                                                                            tmp_path, capsys):
+    assert main(run_args(demo_source)) == 0
+    out = capsys.readouterr().err
+    n = IMAGES_PER_SHARD * len(SHARD_KEYS)
+    assert f"{n} images in {len(SHARD_KEYS)} shards" in out
+    assert f"fused_attributes: {n} computed, 0 skipped" in out
+    assert str(tmp_path / "out" / "reports" / "attribute_report.html") in out
+    assert (tmp_path / "out" / "reports" / "attribute_report.html").is_file()
+    # Both shards in one range run per stage group: ingest, training, fusion, report.
+    assert "4 runs" in out
+
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_dynamic_partitions(SHARDS) == list(SHARD_KEYS)
+        for asset in ALL_ASSETS:
+            assert instance.get_latest_materialization_event(dg.AssetKey(asset)) is not None, asset
+        assert instance.get_materialized_partitions(dg.AssetKey("fused_attributes")) == set(SHARD_KEYS)
+    assert (dagster_home / "dagster.yaml").is_file()
+
+    assert main(run_args(demo_source)) == 0
+    again = capsys.readouterr().err
+    assert f"({0} new)" in again
+    for stage in ("raw_images", "tag_parses", "clip_embeddings", "fused_attributes"):
+        assert f"{stage}: 0 computed, {n} skipped" in again
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing source", "does not exist"),
+    ("bad database url", "database"),
+    ("unknown model", "Unknown CLIP model"),
+])
+def test_configuration_errors_exit_non_zero_with_one_sentence(case, expected, demo_source, run_args, dagster_home,
+                                                              tmp_path, capsys):
+    args = run_args(demo_source)
+    if case == "missing source":
+        args[1] = str(tmp_path / "nowhere")
+    elif case == "bad database url":
+        args[args.index("--database-url") + 1] = "nosuchdb://user@host/db"
+    else:
+        args[args.index("--model") + 1] = "ViT-Nope-99"
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1 and err.startswith("charattr: error:")
+    assert expected.lower() in err.lower()
+    assert not (dagster_home / "dagster.yaml").exists()  # nothing was run
