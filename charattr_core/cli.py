@@ -2,6 +2,7 @@
 
     charattr extract IMAGE [--tags "1girl blonde_hair"]   one image -> JSON
     charattr batch PATH --out results.parquet|csv|jsonl    a folder / Parquet / tar source -> table
+                        [--failures failed.csv]           (+ the images that failed, and why)
     charattr demo-data DIR                                 the bundled synthetic sample
     charattr eval PATH                                     learned fusion vs fixed strategies, held out
     charattr run SOURCE                                    the Dagster asset graph (charattr_dagster)
@@ -13,6 +14,7 @@ with one line on stderr and a non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -46,6 +48,8 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--probes", help="trained attribute probes (safetensors + JSON base path)")
     g.add_argument("--threshold", type=float, help="accept threshold (default 0.8)")
     g.add_argument("--low-threshold", type=float, help="fallback threshold (default 0.3)")
+    g.add_argument("--max-image-pixels", type=int,
+                   help="refuse larger images as decompression bombs (default 89478485, Pillow's limit)")
     m = p.add_argument_group("CLIP model")
     m.add_argument("--no-clip", action="store_true", help="tags only: do not load CLIP")
     m.add_argument("--model", help="open_clip architecture (default ViT-B-32)")
@@ -66,6 +70,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         "confidence_threshold": args.threshold, "low_confidence_threshold": args.low_threshold,
         "model_name": args.model, "pretrained": args.pretrained, "device": args.device,
         "precision": args.precision, "allow_download": args.allow_download, "batch_size": args.batch_size, "num_workers": args.workers,
+        "max_image_pixels": args.max_image_pixels,
     }
     values = {k: v for k, v in mapping.items() if v is not None}
     if args.no_cache:
@@ -95,23 +100,37 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .pipeline import RunSummary, create_pipeline
-    from .writers import FusedResultWriter, output_format
+    from .writers import FailureWriter, FusedResultWriter, output_format
 
     output_format(args.out)
+    if args.failures:
+        output_format(args.failures)
     if not Path(args.path).exists():
         raise ConfigError(f"Source {args.path} does not exist.")
     summary = RunSummary(output=str(args.out))
-    with create_pipeline(config_from_args(args)) as pipe, FusedResultWriter(args.out, pipe.vocabulary) as writer:
+    with contextlib.ExitStack() as stack:
+        pipe = stack.enter_context(create_pipeline(config_from_args(args)))
+        writer = stack.enter_context(FusedResultWriter(args.out, pipe.vocabulary))
+        failure_log = stack.enter_context(FailureWriter(args.failures)) if args.failures else None
         bar = tqdm(total=args.limit, unit="img", desc="charattr", disable=args.quiet or None, file=sys.stderr)
         rows: list[dict] = []
-        for _record, fused in pipe.iter_results(args.path, limit=args.limit, summary=summary):
+        failed: list[dict] = []
+        for record, fused in pipe.iter_results(args.path, limit=args.limit, summary=summary):
             bar.update(1)
             if fused is not None:
                 rows.append(fused.to_flat())
+            elif failure_log is not None:
+                failed.append(FailureWriter.row(record))
             if len(rows) >= 1024:
                 writer.write(rows)
                 rows = []
+            if len(failed) >= 1024:
+                failure_log.write(failed)
+                failed = []
         writer.write(rows)
+        if failure_log is not None:
+            failure_log.write(failed)
+            summary.notes.append(f"failed images and why: {args.failures}")
         bar.close()
         if pipe.clip_unavailable:
             summary.notes.append(f"CLIP not used: {pipe.clip_unavailable}")
@@ -211,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("batch", help="attributes of every image under a folder, Parquet files or tar shards")
     p.add_argument("path", help="folder with sidecar .txt tags, Parquet file/folder, or WebDataset tars")
     p.add_argument("--out", required=True, help="results file: .parquet, .csv or .jsonl")
+    p.add_argument("--failures", help="also list every image that failed and why: .csv, .jsonl or .parquet")
     p.add_argument("--limit", type=int, help="stop after this many images")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_pipeline_options(p)

@@ -78,17 +78,17 @@ class _JsonlRows:
         self._fh.close()
 
 
-class FusedResultWriter:
-    """Writes to `<path>.tmp` and renames on success, so a crash never leaves a file that
-    looks complete."""
+class AtomicTableWriter:
+    """Streams rows to `<path>.tmp` in the format its suffix names (.parquet, .csv, .jsonl) and
+    renames it to `path` on success, so a crash never leaves a file that looks complete; on an
+    exception inside `with`, the temporary file is removed and an existing `path` is untouched."""
 
-    def __init__(self, path: str | Path, vocabulary: Vocabulary):
+    def __init__(self, path: str | Path, schema: pa.Schema):
         self.path = Path(path)
         fmt = output_format(self.path)
         if not self.path.parent.exists():
             raise ConfigError(f"Output folder {self.path.parent} does not exist.")
         self._tmp = self.path.with_name(self.path.name + ".tmp")
-        schema = fused_arrow_schema(vocabulary)
         self._rows: RowWriter = (
             _ParquetRows(self._tmp, schema) if fmt == "parquet"
             else _CsvRows(self._tmp, schema.names) if fmt == "csv"
@@ -109,8 +109,31 @@ class FusedResultWriter:
         self._rows.close()
         self._tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "FusedResultWriter":
+    def __enter__(self):
         return self
 
     def __exit__(self, exc_type, *_exc) -> None:
         self.abort() if exc_type else self.close()
+
+
+class FusedResultWriter(AtomicTableWriter):
+    """Fused rows (`FusedAttributes.to_flat()`), written atomically (see `AtomicTableWriter`)."""
+
+    def __init__(self, path: str | Path, vocabulary: Vocabulary):
+        super().__init__(path, fused_arrow_schema(vocabulary))
+
+
+FAILURES_SCHEMA = pa.schema([pa.field("source_uri", pa.string()), pa.field("image_id", pa.string()),
+                             pa.field("error", pa.string())])
+
+
+class FailureWriter(AtomicTableWriter):
+    """One row per image that failed: where it is, its content id (None when unreadable) and why."""
+
+    def __init__(self, path: str | Path):
+        super().__init__(path, FAILURES_SCHEMA)
+
+    @staticmethod
+    def row(record) -> dict[str, Any]:
+        """The failure row of a failed `ImageRecord`."""
+        return {"source_uri": record.source_uri, "image_id": record.image_id, "error": record.error}
