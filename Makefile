@@ -6,6 +6,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 SAMPLE ?= data/sample
+# `make run MODEL=charattr-tiny PRETRAINED=random`: the whole graph with the tiny test model.
+MODEL ?=
+PRETRAINED ?=
+RUN_OPTIONS := $(if $(MODEL),--model $(MODEL)) $(if $(PRETRAINED),--pretrained $(PRETRAINED))
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 
 .PHONY: setup run test bench ui clean
@@ -20,7 +24,7 @@ setup: $(VENV)/.installed
 
 run: setup
 	$(BIN)/charattr demo-data $(SAMPLE) --images 200 --shards 4 --seed 0
-	$(BIN)/charattr run $(SAMPLE)
+	$(BIN)/charattr run $(SAMPLE) $(RUN_OPTIONS)
 
 test: setup
 	$(PY) -m pytest
@@ -29,7 +33,8 @@ bench: setup
 	$(PY) -m benchmarks
 
 ui: setup
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(if $(MODEL),CHARATTR_MODEL=$(MODEL)) $(if $(PRETRAINED),CHARATTR_PRETRAINED=$(PRETRAINED)) \
+		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 clean:
 	rm -rf data/warehouse data/dagster_home data/reports data/charattr.db* $(SAMPLE)
