@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
 
+from .artifacts import load_artifact, save_artifact
 from .config import ALL_STRATEGIES
 from .errors import ConfigError
 from .evaluation import EvalExample, answer_score
@@ -91,13 +91,6 @@ def _features(ch: Channels, context: FusionContext | None) -> np.ndarray:
         math.log(area) / math.log(1e6) if area > 0 else 0.0,  # ~1 at a megapixel
         float(area > 0),
     ], dtype=np.float64)
-
-
-def _paths(path: str | Path, stem: str) -> tuple[Path, Path]:
-    """`dir/` -> dir/stem.{safetensors,json}; `x.json` or `x.safetensors` -> x.{safetensors,json}."""
-    p = Path(path)
-    base = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p / stem
-    return base.with_suffix(".safetensors"), base.with_suffix(".json")
 
 
 class FusionPolicy:
@@ -208,8 +201,6 @@ class FusionPolicy:
 
     def save(self, path: str | Path) -> Path:
         """Write `policy.safetensors` + `policy.json` (a new generation when the state changed)."""
-        tensor_path, meta_path = _paths(path, "policy")
-        tensor_path.parent.mkdir(parents=True, exist_ok=True)
         digest = self.content_hash()
         if digest != self._saved_hash:
             self.generation += 1
@@ -220,7 +211,6 @@ class FusionPolicy:
             tensors[f"{key}.gram"] = self.gram[key]
             tensors[f"{key}.b"] = self.b[key]
             tensors[f"{key}.count"] = self.counts[key]
-        save_file(tensors, str(tensor_path))
         meta = {"format": POLICY_FORMAT, "code_version": POLICY_CODE_VERSION, "generation": self.generation,
                 "content_hash": digest, "parent_hash": self.parent_hash,
                 "vocabulary_fingerprint": self.vocabulary.fingerprint, "features": list(FEATURES),
@@ -228,22 +218,12 @@ class FusionPolicy:
                 "exploration": self.exploration,
                 "thresholds": {"accept": self.thresholds.accept, "low": self.thresholds.low},
                 "training_counts": self.training_counts()}
-        meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
-        return meta_path
+        return save_artifact(path, "policy", tensors, meta)
 
     @classmethod
     def load(cls, path: str | Path, vocabulary: Vocabulary) -> "FusionPolicy":
         """Read a saved policy; refuses one trained for another vocabulary or feature set."""
-        tensor_path, meta_path = _paths(path, "policy")
-        if not meta_path.is_file() or not tensor_path.is_file():
-            raise ConfigError(f"No fusion policy at {path} (expected {meta_path.name} and {tensor_path.name}).")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            tensors = load_file(str(tensor_path))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"The fusion policy at {path} cannot be read ({exc}).") from None
-        if meta.get("format") != POLICY_FORMAT:
-            raise ConfigError(f"{meta_path} is not a charattr fusion policy file.")
+        meta, tensors = load_artifact(path, "policy", POLICY_FORMAT, "fusion policy")
         if meta.get("vocabulary_fingerprint") != vocabulary.fingerprint:
             raise ConfigError(f"The fusion policy at {path} was trained for vocabulary {meta.get('vocabulary_fingerprint')}, "
                               f"not the current {vocabulary.fingerprint}; retrain it.")

@@ -40,15 +40,14 @@ Loading refuses probes trained for another CLIP model or vocabulary.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
 
+from .artifacts import load_artifact, save_artifact
 from .errors import ConfigError
 from .evaluation import answer_score, expected_calibration_error
 from .fusion import MULTI_VALUE_THRESHOLD, clean_estimate
@@ -209,35 +208,22 @@ class AttributeProbes:
 
     def save(self, path: str | Path) -> Path:
         """Write `probes.safetensors` (weights) + `probes.json` (everything else)."""
-        tensor_path, meta_path = _paths(path)
-        tensor_path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {}
         for key, head in self.heads.items():
             tensors[f"{key}.weight"] = np.ascontiguousarray(head.weight, dtype=np.float32)
             tensors[f"{key}.bias"] = np.ascontiguousarray(head.bias, dtype=np.float32)
-        save_file(tensors, str(tensor_path))
         meta = {"format": PROBES_FORMAT, "code_version": PROBES_CODE_VERSION, "version": self.probes_version,
                 "model_key": self.model_key, "vocabulary_fingerprint": self.vocabulary_fingerprint,
                 "embedding_dim": self.embedding_dim, "skipped": self.skipped, "training": self.training,
                 "attributes": {key: {"multi": h.multi, "values": list(h.values), "temperature": h.temperature,
                                      "counts": h.counts, "value_counts": h.value_counts, "metrics": h.metrics}
                                for key, h in self.heads.items()}}
-        meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
-        return meta_path
+        return save_artifact(path, "probes", tensors, meta)
 
     @classmethod
     def load(cls, path: str | Path, vocabulary: Vocabulary, model_key: str) -> "AttributeProbes":
         """Read saved probes; refuses probes of another CLIP model or vocabulary (ConfigError)."""
-        tensor_path, meta_path = _paths(path)
-        if not meta_path.is_file() or not tensor_path.is_file():
-            raise ConfigError(f"No attribute probes at {path} (expected {meta_path.name} and {tensor_path.name}).")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            tensors = load_file(str(tensor_path))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"The attribute probes at {path} cannot be read ({exc}).") from None
-        if meta.get("format") != PROBES_FORMAT:
-            raise ConfigError(f"{meta_path} is not a charattr attribute-probes file.")
+        meta, tensors = load_artifact(path, "probes", PROBES_FORMAT, "attribute probes")
         if meta.get("model_key") != model_key:
             raise ConfigError(f"The attribute probes at {path} were trained on {meta.get('model_key')} embeddings, "
                               f"not {model_key}; retrain them or use the matching CLIP model.")
@@ -252,12 +238,6 @@ class AttributeProbes:
                                    dict(spec.get("value_counts", {})), dict(spec.get("metrics", {})))
         return cls(meta["model_key"], meta["vocabulary_fingerprint"], meta["embedding_dim"], heads,
                    meta.get("skipped"), meta.get("training"))
-
-
-def _paths(path: str | Path) -> tuple[Path, Path]:
-    p = Path(path)
-    base = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p / "probes"
-    return base.with_suffix(".safetensors"), base.with_suffix(".json")
 
 
 # ---- training -----------------------------------------------------------------------------------
