@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import sys
+import warnings
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Sequence
@@ -274,6 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # Pillow warns about odd files (large images, corrupt EXIF) that validation already turns
+        # into a failed row or accepts on purpose; its warnings would only scatter over the progress bar.
+        warnings.filterwarnings("ignore", module=r"PIL\.")
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE

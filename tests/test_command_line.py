@@ -93,3 +93,27 @@ def test_console_script_runs_as_installed(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"charattr: error: Source {tmp_path / 'missing'} does not exist."
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares `width` x `height` and holds no pixel data (a decompression-bomb header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_pillow_warnings_do_not_reach_the_terminal(tmp_path):
+    """100M pixels: over Pillow's warning limit, under its error limit; charattr refuses it itself."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "big.png").write_bytes(_png_header_only(10_000, 10_000))
+    done = subprocess.run([sys.executable, "-m", "charattr_core.cli", "batch", str(tmp_path / "src"),
+                           "--out", str(tmp_path / "out.csv"), "--no-clip", "--no-cache", "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "1 images, 1 failed" in done.stderr and "decompression bomb" in done.stderr
+    assert "Warning" not in done.stderr and "warnings.warn" not in done.stderr
