@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import socket
 import time
 from collections import defaultdict
@@ -117,8 +118,9 @@ def _collect(result: dg.ExecuteInProcessResult, summary: GraphRunSummary) -> Non
                 summary.learning[asset] = (f"{meta.get('trained_attributes')} attribute heads trained "
                                            f"({meta.get('version')})")
             else:
+                verdict = "published" if meta.get("published") else "NOT published (see the failed check)"
                 summary.learning[asset] = (f"trained, generation {meta.get('generation')}, "
-                                           f"{meta.get('holdout_images')} held-out images evaluated")
+                                           f"{meta.get('holdout_images')} held-out images evaluated; {verdict}")
         elif asset == ATTRIBUTE_REPORT:
             summary.report = str(meta.get("html_report"))
     for evaluation in result.get_asset_check_evaluations():
@@ -249,7 +251,10 @@ def print_summary(summary: GraphRunSummary, settings: Settings, home: Path, writ
     write(f"  database   {redact_url(settings.database_url)}")
     if summary.report:
         write(f"  report     {summary.report}")
-    write(f"  dagster    {home}  (browse it: DAGSTER_HOME={home} dagster dev -w workspace.yaml)")
+    env = " ".join(f"{k}={shlex.quote(redact_url(v) if k == 'CHARATTR_DATABASE_URL' else v)}"
+                   for k, v in settings.to_env().items())
+    write(f"  dagster    {home}")
+    write(f"browse it:   {env + ' ' if env else ''}DAGSTER_HOME={home} dagster dev -w workspace.yaml -h 127.0.0.1")
 
 
 def validate_settings(settings: Settings) -> None:

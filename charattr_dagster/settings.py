@@ -102,5 +102,19 @@ class Settings:
             labels=str(Path(env["CHARATTR_LABELS"]).resolve()) if env.get("CHARATTR_LABELS") else None,
         )
 
+    def to_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The CHARATTR_* variables that make `from_env` give these settings, for those that differ
+        from what `base` (default: the current environment) gives: what `dagster dev` needs in
+        order to load the same definitions as a `charattr run` with command-line options."""
+        current = Settings.from_env(base)
+        names = {"source": "CHARATTR_SOURCE", "model_name": "CHARATTR_MODEL", "pretrained": "CHARATTR_PRETRAINED",
+                 "vocabulary": "CHARATTR_VOCABULARY", "database_url": "CHARATTR_DATABASE_URL",
+                 "warehouse": "CHARATTR_WAREHOUSE", "reports": "CHARATTR_REPORTS", "device": "CHARATTR_DEVICE",
+                 "batch_size": "CHARATTR_BATCH_SIZE", "fusion_strategy": "CHARATTR_FUSION_STRATEGY",
+                 "max_failed_fraction": "CHARATTR_MAX_FAILED_FRACTION", "shards_per_run": "CHARATTR_SHARDS_PER_RUN",
+                 "max_image_pixels": "CHARATTR_MAX_IMAGE_PIXELS", "labels": "CHARATTR_LABELS"}
+        return {env: "none" if field == "pretrained" and getattr(self, field) is None else str(getattr(self, field))
+                for field, env in names.items() if getattr(self, field) != getattr(current, field)}
+
     def with_source(self, source: str | Path) -> "Settings":
         return replace(self, source=str(Path(source).resolve()))

@@ -42,6 +42,11 @@ def test_run_materializes_the_graph_into_dagster_home_and_reruns_from_cache(demo
     assert (tmp_path / "out" / "reports" / "attribute_report.html").is_file()
     # Both shards in one range run per stage group: ingest, training, fusion, report.
     assert "4 runs" in out
+    assert "fusion_policy: trained, generation 1" in out and "; published" in out
+    # The UI must load the definitions with the same settings as this run, or it shows them stale.
+    [browse] = [line for line in out.splitlines() if line.startswith("browse it:")]
+    assert "CHARATTR_MODEL=charattr-tiny" in browse and "CHARATTR_PRETRAINED=random" in browse
+    assert f"CHARATTR_SOURCE={demo_source}" in browse and "dagster dev -w workspace.yaml" in browse
 
     with dg.DagsterInstance.get() as instance:
         assert instance.get_dynamic_partitions(SHARDS) == list(SHARD_KEYS)
