@@ -123,9 +123,11 @@ class Comparison:
         return self.low > 0 or self.high < 0
 
     def __str__(self) -> str:
-        verb = "beats" if self.margin >= 0 else "trails"
-        return (f"{self.a} {verb} {self.b} by {100 * abs(self.margin):.1f} points of {self.metric} "
-                f"({self.attribute}; 95% CI of the difference [{100 * self.low:.1f}, {100 * self.high:.1f}])")
+        interval = f"({self.attribute}; 95% CI of the difference [{100 * self.low:.1f}, {100 * self.high:.1f}])"
+        if round(100 * self.margin, 1) == 0:  # "beats by 0.0 points" would claim what the numbers do not
+            return f"{self.a} ties {self.b} on {self.metric} {interval}"
+        verb = "beats" if self.margin > 0 else "trails"
+        return f"{self.a} {verb} {self.b} by {100 * abs(self.margin):.1f} points of {self.metric} {interval}"
 
 
 class _ItemLog:

@@ -114,7 +114,8 @@ class Pipeline:
             except ModelUnavailableError as exc:
                 self.clip_unavailable = str(exc)
                 self._clip_key = None
-                log.warning("CLIP unavailable, continuing with the remaining signals: %s", exc)
+                # INFO, not WARNING: the run summary and every result's `notes` carry the reason.
+                log.info("CLIP unavailable, continuing with the remaining signals: %s", exc)
             else:
                 self._clip_key = self._clip.model_key
         return self._clip
