@@ -135,20 +135,24 @@ def test_charattr_run_on_postgres_never_records_the_password(postgres_database, 
         assert store.count_fused() == 24
 
 
-DAGSTER_YAML = re.search(r"```yaml\n(storage:\n.*?)```", (REPO / "docs" / "postgres.md").read_text(), re.S)
+def _documented_dagster_yaml(doc: str) -> str:
+    found = re.search(r"```yaml\n(storage:\n.*?)```", (REPO / doc).read_text(encoding="utf-8"), re.S)
+    assert found, f"{doc} lost its dagster.yaml example"
+    return found.group(1)
 
 
 @needs_postgres
 @pytest.mark.slow
-def test_dagster_instance_on_postgres_as_documented(postgres_database, demo_source, tmp_path, monkeypatch):
-    assert DAGSTER_YAML, "docs/postgres.md lost its dagster.yaml example"
+@pytest.mark.parametrize("doc", ["README.md", "docs/postgres.md"])
+def test_dagster_instance_on_postgres_as_documented(doc, postgres_database, demo_source, tmp_path, monkeypatch):
+    documented = _documented_dagster_yaml(doc)
     url = sa.engine.make_url(postgres_database)
     for key, value in {"USERNAME": url.username, "PASSWORD": url.password, "HOST": url.host,
                        "PORT": str(url.port), "DB": url.database}.items():
         monkeypatch.setenv(f"DAGSTER_PG_{key}", value)
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text(DAGSTER_YAML.group(1), encoding="utf-8")  # exactly what the docs say
+    (home / "dagster.yaml").write_text(documented, encoding="utf-8")  # exactly what the docs say
 
     from charattr_dagster.definitions import build_definitions
 
