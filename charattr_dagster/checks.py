@@ -208,10 +208,12 @@ class EmbeddingTally:
                       "examples": _examples_table(self.examples, ["image_id", "norm"])})
 
 
-def model_available_result(unavailable: str | None, model_key: str) -> dg.AssetCheckResult:
-    """WARN (non-blocking) when the CLIP weights could not be loaded."""
+def model_available_result(unavailable: str | None, model_key: str, switched_off: bool = False
+                           ) -> dg.AssetCheckResult:
+    """WARN (non-blocking) when the CLIP weights could not be loaded; passes when CLIP was switched
+    off on purpose (the reason is still in the metadata)."""
     return dg.AssetCheckResult(
-        check_name=MODEL_AVAILABLE, passed=unavailable is None, severity=dg.AssetCheckSeverity.WARN,
+        check_name=MODEL_AVAILABLE, passed=unavailable is None or switched_off, severity=dg.AssetCheckSeverity.WARN,
         description=None if unavailable is None else f"CLIP not used: {unavailable}",
         metadata={"model": model_key, "available": unavailable is None, "reason": unavailable or ""})
 

@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "data/dagster_home); then `dagster dev -w workspace.yaml` shows the runs and lineage. "
                     "Settings default to the CHARATTR_* environment variables.")
     p.add_argument("source", help="folder with sidecar .txt tags, Parquet file/folder, or WebDataset tars")
+    p.add_argument("--no-clip", action="store_true", default=None,
+                   help="tags only: no CLIP, no probes, no learned policy (and torch is never imported)")
     p.add_argument("--model", help="open_clip architecture (default ViT-B-32)")
     p.add_argument("--pretrained", help="open_clip tag, local checkpoint path, or 'random' (default openai)")
     p.add_argument("--device", help="auto, cpu, cuda or mps")
@@ -66,6 +68,8 @@ def settings_from_args(args: argparse.Namespace):
         if option == "pretrained" and value.strip().lower() in NO_WEIGHTS:
             value = None
         changes[name] = value
+    if getattr(args, "no_clip", None):
+        changes["use_clip"] = False
     if changes.get("shards_per_run", 1) < 1 or changes.get("batch_size", 1) < 1:
         raise ConfigError("--shards-per-run and --batch-size must be at least 1.")
     if not 0.0 <= changes.get("max_failed_fraction", 0.0) <= 1.0:

@@ -27,9 +27,13 @@ if TYPE_CHECKING:
     from charattr_core.store import ResultStore
 
 
+CLIP_DISABLED = "CLIP disabled by configuration (CHARATTR_USE_CLIP=0 or charattr run --no-clip)"
+
+
 class ClipModelResource(dg.ConfigurableResource):
     """An open_clip model: architecture, weights (an open_clip tag or a local checkpoint), device."""
 
+    enabled: bool = True  # False: tags only; nothing imports torch or looks for weights
     model_name: str = "ViT-B-32"
     pretrained: Optional[str] = "openai"
     device: str = "auto"
@@ -51,7 +55,10 @@ class ClipModelResource(dg.ConfigurableResource):
         return self._model_key
 
     def unavailable_reason(self) -> Optional[str]:
-        """None when the weights can be loaded, else the one-sentence `ModelUnavailableError`."""
+        """None when the weights can be loaded, else why CLIP is not used (switched off, or the
+        one-sentence `ModelUnavailableError`)."""
+        if not self.enabled:
+            return CLIP_DISABLED
         try:
             self.model_key()
         except ModelUnavailableError as exc:

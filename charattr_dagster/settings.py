@@ -9,6 +9,7 @@ the code versions of every asset downstream of it.
 |-------------------------------|----------------------------------|
 | CHARATTR_DATA_DIR             | `data` (relative to the cwd)     |
 | CHARATTR_SOURCE               | `<data>/sample`                  |
+| CHARATTR_USE_CLIP             | `1` (`0`: tags only, no torch)   |
 | CHARATTR_MODEL                | `ViT-B-32`                       |
 | CHARATTR_PRETRAINED           | `openai` (`none` = random init)  |
 | CHARATTR_VOCABULARY           | the bundled attributes.toml      |
@@ -49,6 +50,17 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"Environment variable {name} must be a number (got {raw!r}).") from None
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"Environment variable {name} must be 1 or 0 (got {env.get(name)!r}).")
+
+
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     value = _float(env, name, default)
     if value != int(value) or value < 1:
@@ -61,6 +73,7 @@ class Settings:
     """Where the data lives and which model/vocabulary produce it."""
 
     source: str
+    use_clip: bool = True
     model_name: str = "ViT-B-32"
     pretrained: str | None = "openai"
     vocabulary: str | None = None
@@ -87,6 +100,7 @@ class Settings:
             raise ConfigError(f"CHARATTR_MAX_FAILED_FRACTION must lie between 0 and 1 (got {fraction}).")
         return cls(
             source=str(Path(env.get("CHARATTR_SOURCE") or data / "sample").resolve()),
+            use_clip=_bool(env, "CHARATTR_USE_CLIP", True),
             model_name=env.get("CHARATTR_MODEL") or "ViT-B-32",
             pretrained=None if pretrained.strip().lower() in NO_WEIGHTS else pretrained,
             vocabulary=str(Path(vocabulary).resolve()) if vocabulary else None,
@@ -107,14 +121,17 @@ class Settings:
         from what `base` (default: the current environment) gives: what `dagster dev` needs in
         order to load the same definitions as a `charattr run` with command-line options."""
         current = Settings.from_env(base)
-        names = {"source": "CHARATTR_SOURCE", "model_name": "CHARATTR_MODEL", "pretrained": "CHARATTR_PRETRAINED",
+        names = {"source": "CHARATTR_SOURCE", "use_clip": "CHARATTR_USE_CLIP", "model_name": "CHARATTR_MODEL", "pretrained": "CHARATTR_PRETRAINED",
                  "vocabulary": "CHARATTR_VOCABULARY", "database_url": "CHARATTR_DATABASE_URL",
                  "warehouse": "CHARATTR_WAREHOUSE", "reports": "CHARATTR_REPORTS", "device": "CHARATTR_DEVICE",
                  "batch_size": "CHARATTR_BATCH_SIZE", "fusion_strategy": "CHARATTR_FUSION_STRATEGY",
                  "max_failed_fraction": "CHARATTR_MAX_FAILED_FRACTION", "shards_per_run": "CHARATTR_SHARDS_PER_RUN",
                  "max_image_pixels": "CHARATTR_MAX_IMAGE_PIXELS", "labels": "CHARATTR_LABELS"}
-        return {env: "none" if field == "pretrained" and getattr(self, field) is None else str(getattr(self, field))
-                for field, env in names.items() if getattr(self, field) != getattr(current, field)}
+        def text(field: str) -> str:
+            value = getattr(self, field)
+            return "none" if value is None else str(int(value)) if isinstance(value, bool) else str(value)
+
+        return {env: text(field) for field, env in names.items() if getattr(self, field) != getattr(current, field)}
 
     def with_source(self, source: str | Path) -> "Settings":
         return replace(self, source=str(Path(source).resolve()))

@@ -18,6 +18,7 @@ from .settings import Settings
 
 RAW_IMAGES_CODE_VERSION = "raw-1"  # bump when validation (charattr_core.sources.validate) changes its verdicts
 REPORT_CODE_VERSION = "report-1"
+CLIP_DISABLED_VERSION = "clip-disabled"
 
 
 def raw_images_stage_version(max_image_pixels: int) -> str:
@@ -60,7 +61,9 @@ def code_versions(settings: Settings) -> CodeVersions:
 
     vocabulary = load_vocabulary(settings.vocabulary)
     vocab = f"vocab-{vocabulary.fingerprint}"
-    clip = clip_stage_version(model_key_of(settings.model_name, settings.pretrained))
+    # Without CLIP, nothing may import torch (the model key needs open_clip's registry).
+    clip = clip_stage_version(model_key_of(settings.model_name, settings.pretrained)) if settings.use_clip \
+        else CLIP_DISABLED_VERSION
     tags = tags_stage_version(vocabulary)
     fused_inputs = "|".join([tags, clip, settings.fusion_strategy])
     return CodeVersions(

@@ -83,13 +83,10 @@ def build_clip_embeddings(code_version: str, backfill_policy: dg.BackfillPolicy)
     def clip_embeddings(context: AssetExecutionContext, clip: ClipModelResource, source: SourceResource,
                         results_store: ResultStoreResource, warehouse: Warehouse,
                         settings: PipelineSettings) -> dg.MaterializeResult:
-        from charattr_core.clip import embed_images
-        from charattr_core.clip_version import clip_stage_version
-
         ledger, tally = StageLedger(CLIP_EMBEDDINGS, warehouse), EmbeddingTally()
         unavailable = clip.unavailable_reason()
         if unavailable is not None:
-            context.log.warning(f"CLIP not used: {unavailable}")
+            (context.log.info if not clip.enabled else context.log.warning)(f"CLIP not used: {unavailable}")
             for shard in context.partition_keys:
                 with warehouse.writer(CLIP_EMBEDDINGS, shard, CLIP_SCHEMA):
                     pass  # an empty partition: fused_attributes continues with the remaining signals
@@ -98,7 +95,11 @@ def build_clip_embeddings(code_version: str, backfill_policy: dg.BackfillPolicy)
             metadata.update({"clip_available": False, "clip_unavailable_reason": unavailable,
                              "model": f"{clip.model_name}/{clip.pretrained}"})
             return dg.MaterializeResult(metadata=metadata, check_results=[
-                tally.result(), model_available_result(unavailable, f"{clip.model_name}/{clip.pretrained}")])
+                tally.result(), model_available_result(unavailable, f"{clip.model_name}/{clip.pretrained}",
+                                                       switched_off=not clip.enabled)])
+
+        from charattr_core.clip import embed_images  # here: a run without CLIP never imports torch
+        from charattr_core.clip_version import clip_stage_version
 
         model_key = clip.model_key()
         version, store, src = clip_stage_version(model_key), results_store.open(), source.open()

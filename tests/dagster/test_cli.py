@@ -82,3 +82,46 @@ def test_configuration_errors_exit_non_zero_with_one_sentence(case, expected, de
     assert len(err.splitlines()) == 1 and err.startswith("charattr: error:")
     assert expected.lower() in err.lower()
     assert not (dagster_home / "dagster.yaml").exists()  # nothing was run
+
+
+# A `charattr run --no-clip` in a fresh interpreter in which importing torch fails: tags-only
+# users (a laptop, no weights) never pay for torch, and nothing on that path needs it.
+_WITHOUT_TORCH = """
+import sys
+
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "open_clip"):
+            raise ImportError(f"{name} imported on a run without CLIP")
+
+sys.meta_path.insert(0, NoTorch())
+from charattr_core.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_run_without_clip_never_imports_torch_and_checks_pass(demo_source, run_args, dagster_home, tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, *run_args(demo_source, "--no-clip")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    n = IMAGES_PER_SHARD * len(SHARD_KEYS)
+    assert f"fused_attributes: {n} computed" in done.stderr and "CLIP disabled by configuration" in done.stderr
+    assert "check failed" not in done.stderr and "CHARATTR_USE_CLIP=0" in done.stderr
+    with dg.DagsterInstance.get() as instance:  # passes when CLIP is off on purpose (warns when weights are missing)
+        record = instance.get_latest_asset_check_evaluation_record(
+            dg.AssetCheckKey(dg.AssetKey("clip_embeddings"), "model_available"))
+    evaluation = record.event.dagster_event.event_specific_data
+    assert evaluation.passed and "disabled by configuration" in evaluation.metadata["reason"].value
+
+
+def test_use_clip_setting():
+    from charattr_core.errors import ConfigError
+    from charattr_dagster.settings import Settings
+
+    assert Settings.from_env({"CHARATTR_USE_CLIP": "0"}).use_clip is False
+    assert Settings.from_env({}).use_clip is True
+    with pytest.raises(ConfigError, match="CHARATTR_USE_CLIP must be 1 or 0"):
+        Settings.from_env({"CHARATTR_USE_CLIP": "maybe"})
