@@ -509,6 +509,21 @@ class ResultStore:
 
         return self._run(work, write=False, what=f"look up {stage} results in")
 
+    def fused_ids(self, stage_version: str, image_ids: Iterable[str]) -> set[str]:
+        """Those of `image_ids` that have a row of `stage_version` in the `fused_attributes` table."""
+        _check_key("stage_version", stage_version)
+        ids = _unique_ids(image_ids)
+        t = fused_attributes
+        query = sa.select(t.c.image_id).where(t.c.stage_version == stage_version)
+
+        def work(conn: Connection) -> set[str]:
+            found: set[str] = set()
+            for chunk in batched(ids, LOOKUP_CHUNK):
+                found.update(conn.execute(query.where(t.c.image_id.in_(chunk))).scalars())
+            return found
+
+        return self._run(work, write=False, what="look up fused rows in")
+
     def put_many(self, stage: str, stage_version: str,
                  rows: Iterable[tuple[str, Any, bytes | None]]) -> int:
         """Upsert `(image_id, payload, blob_or_None)` rows in ONE transaction; returns the rows written.

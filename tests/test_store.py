@@ -192,6 +192,7 @@ def test_put_fused_upserts_and_iter_fused_streams(store_url):
         store.put_fused("f2", _fused(_ids(5), version_tag="b"))
         store.put_fused("f1", _fused(_ids(4), version_tag="c", confidence=np.float32(0.75)))  # replaces 4
         assert store.count_fused() == 17 and store.count_fused("f1") == 12
+        assert store.fused_ids("f2", _ids(7) + ["elsewhere"]) == set(_ids(5))
         only_f1 = list(store.iter_fused("f1", batch_size=5))
         everything = list(store.iter_fused(batch_size=3))
     assert [r["image_id"] for r in only_f1] == _ids(12)

@@ -95,6 +95,7 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
         strategies: dict[str, int] = {}
         missing = {"tag_parses": 0, "clip_embeddings": 0}
         schema = fused_arrow_schema(vocabulary)
+        database_rows = 0
         for shard in context.partition_keys:
             require_inputs(warehouse, shard, with_embeddings=unavailable is None)
             counts = StageCounts()
@@ -107,7 +108,10 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
                     missing["tag_parses"] += len(batch) - len(parses)
                     missing["clip_embeddings"] += len(batch) - len(embeddings)
 
+                    fresh: set[str] = set()  # fused now (new images, or edited tags)
+
                     def compute(rs):
+                        fresh.update(r.image_id for r in rs)
                         return fuse_batch(rs, parses, embeddings, vocabulary=vocabulary, zero_shot_scorer=scorer,
                                           probes=probes, policy=policy, strategy=config.fusion_strategy,
                                           thresholds=thresholds, versions=versions, notes=notes)
@@ -122,7 +126,13 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
                         strategies[f.strategy] = strategies.get(f.strategy, 0) + 1
                         rows.append(f.to_flat())
                     out.write_rows(rows)
-                    store.put_fused(version, [_store_row(f) for f in fused])
+                    # The product table gets what it lacks: rows fused now, and cached rows missing
+                    # after a crash between the two writes. A re-run then writes nothing.
+                    cached = [f.image_id for f in fused if f.image_id not in fresh]
+                    present = store.fused_ids(version, cached) if cached else set()
+                    needed = [_store_row(f) for f in fused if f.image_id in fresh or f.image_id not in present]
+                    if needed:
+                        database_rows += store.put_fused(version, needed)
             ledger.add(shard, counts, out.rows)
         metadata = ledger.metadata()
         metadata.update({
@@ -130,6 +140,7 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
             "clip_used": unavailable is None, "probes_used": probes is not None, "policy_used": policy is not None,
             "strategies": dg.MetadataValue.json(strategies), "images_without": dg.MetadataValue.json(missing),
             "value_distribution": tally.distribution(), "database": results_store.redacted_url(),
+            "database_rows_written": database_rows,
         })
         if unavailable:
             metadata["clip_unavailable_reason"] = unavailable

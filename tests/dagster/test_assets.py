@@ -126,10 +126,12 @@ def test_a_rerun_computes_nothing_new(defs, instance):
     register(instance)
     first = run_job(defs, instance, "process_shards", list(SHARD_KEYS))
     assert materialization(first, "tag_parses")["computed"] == 2 * IMAGES_PER_SHARD
+    assert materialization(first, "fused_attributes")["database_rows_written"] == 2 * IMAGES_PER_SHARD
     again = run_job(defs, instance, "process_shards", list(SHARD_KEYS))
     for asset in ("raw_images", "tag_parses", "clip_embeddings", "fused_attributes"):
         meta = materialization(again, asset)
         assert (meta["computed"], meta["skipped"]) == (0, 2 * IMAGES_PER_SHARD), asset
+    assert materialization(again, "fused_attributes")["database_rows_written"] == 0  # nor rewrites the table
 
 
 def test_one_run_covers_several_partitions(defs, settings, instance):
