@@ -17,7 +17,7 @@ export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,onnx,openvino]"
 	touch $@
 
 setup: $(VENV)/.installed

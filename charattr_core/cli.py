@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .config import ALL_STRATEGIES, DEVICES, PRECISIONS, PipelineConfig
+from .config import ALL_STRATEGIES, DEVICES, PRECISIONS, RUNTIMES, PipelineConfig
 from .errors import CharattrError, ConfigError
 
 EXIT_USAGE = 2
@@ -58,7 +58,10 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     m.add_argument("--allow-download", action="store_true", default=None,
                    help="download missing weights (otherwise only the local cache is used)")
     m.add_argument("--device", choices=DEVICES, help="default: auto (cuda, mps, cpu)")
-    m.add_argument("--precision", choices=PRECISIONS, help="default: auto (fp16 on CUDA, fp32 on CPU)")
+    m.add_argument("--precision", choices=PRECISIONS,
+                   help="default: auto (fp16 on CUDA; on a CPU the fastest path that matches fp32, from its features)")
+    m.add_argument("--runtime", choices=RUNTIMES,
+                   help="CPU inference runtime (default: auto; onnxruntime/openvino need charattr[onnx]/[openvino])")
     m.add_argument("--batch-size", type=int, help="images per model batch (default 32)")
     m.add_argument("--workers", type=int, help="decode/preprocess threads (default 2)")
 
@@ -70,7 +73,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         "fusion_strategy": args.strategy, "policy_path": args.policy, "probes_path": args.probes,
         "confidence_threshold": args.threshold, "low_confidence_threshold": args.low_threshold,
         "model_name": args.model, "pretrained": args.pretrained, "device": args.device,
-        "precision": args.precision, "allow_download": args.allow_download, "batch_size": args.batch_size, "num_workers": args.workers,
+        "precision": args.precision, "runtime": args.runtime, "allow_download": args.allow_download, "batch_size": args.batch_size, "num_workers": args.workers,
         "max_image_pixels": args.max_image_pixels,
     }
     values = {k: v for k, v in mapping.items() if v is not None}

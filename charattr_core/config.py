@@ -20,7 +20,8 @@ FIXED_STRATEGIES = (
 BASELINE_STRATEGIES = ("tags_only", "clip_only", "simple_average")
 ALL_STRATEGIES = FIXED_STRATEGIES + BASELINE_STRATEGIES
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")  # int8: CPU only, opt-in
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")  # CPU inference runtimes (clip_runtime.py)
 DEFAULT_DATA_DIR = Path("data")
 
 
@@ -45,6 +46,7 @@ class PipelineConfig:
     allow_download: bool | None = None  # fetch missing weights; None: env CHARATTR_ALLOW_DOWNLOAD decides (off)
     device: str = "auto"
     precision: str = "auto"
+    runtime: str = "auto"  # CPU inference runtime; auto plans it from the CPU's features
     batch_size: int = 32
     num_workers: int = 2  # decode/preprocess threads that run beside inference
     # input safety
@@ -65,6 +67,8 @@ class PipelineConfig:
             raise ConfigError(f"Unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}.")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"Unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}.")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"Unknown runtime {self.runtime!r}; choose one of: {', '.join(RUNTIMES)}.")
         if self.batch_size < 1 or self.num_workers < 0:
             raise ConfigError("batch_size must be at least 1 and num_workers at least 0.")
         if self.max_image_pixels < 1:

@@ -13,7 +13,8 @@ import sys
 # option -> Settings field; only options the user gives override the environment.
 _OVERRIDES = {
     "model": "model_name", "pretrained": "pretrained", "vocabulary": "vocabulary", "database_url": "database_url",
-    "warehouse": "warehouse", "reports": "reports", "device": "device", "batch_size": "batch_size",
+    "warehouse": "warehouse", "reports": "reports", "device": "device", "precision": "precision",
+    "runtime": "runtime", "batch_size": "batch_size",
     "strategy": "fusion_strategy", "shards_per_run": "shards_per_run",
     "max_failed_fraction": "max_failed_fraction", "labels": "labels", "max_image_pixels": "max_image_pixels",
 }
@@ -34,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="open_clip architecture (default ViT-B-32)")
     p.add_argument("--pretrained", help="open_clip tag, local checkpoint path, or 'random' (default openai)")
     p.add_argument("--device", help="auto, cpu, cuda or mps")
+    p.add_argument("--precision", help="auto, fp32, fp16, bf16 or int8 (int8: CPU only, opt-in)")
+    p.add_argument("--runtime", help="CPU inference runtime: auto, torch, onnxruntime or openvino")
     p.add_argument("--batch-size", type=int, help="images per CLIP batch (default 32)")
     p.add_argument("--vocabulary", help="attribute vocabulary TOML (default: the bundled one)")
     p.add_argument("--strategy", help="fixed fusion strategy when no policy is trained (default confidence_weighted)")

@@ -49,7 +49,8 @@ def database_url_config(url: str) -> str | dg.EnvVar:
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
         "clip": ClipModelResource(enabled=settings.use_clip, model_name=settings.model_name, pretrained=settings.pretrained,
-                                  device=settings.device, batch_size=settings.batch_size),
+                                  device=settings.device, precision=settings.precision, runtime=settings.runtime,
+                                  batch_size=settings.batch_size),
         "results_store": ResultStoreResource(database_url=database_url_config(settings.database_url)),
         "source": SourceResource(path=settings.source),
         "warehouse": Warehouse(root=settings.warehouse),

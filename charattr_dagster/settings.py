@@ -17,6 +17,8 @@ the code versions of every asset downstream of it.
 | CHARATTR_WAREHOUSE            | `<data>/warehouse`               |
 | CHARATTR_REPORTS              | `<data>/reports`                 |
 | CHARATTR_DEVICE               | `auto`                           |
+| CHARATTR_PRECISION            | `auto` (fp32, fp16, bf16, int8)  |
+| CHARATTR_RUNTIME              | `auto` (torch, onnxruntime, openvino) |
 | CHARATTR_BATCH_SIZE           | `32`                             |
 | CHARATTR_FUSION_STRATEGY      | `confidence_weighted`            |
 | CHARATTR_MAX_FAILED_FRACTION  | `0.5` (blocking check bound)     |
@@ -81,6 +83,8 @@ class Settings:
     warehouse: str = "data/warehouse"
     reports: str = "data/reports"
     device: str = "auto"
+    precision: str = "auto"
+    runtime: str = "auto"
     batch_size: int = 32
     fusion_strategy: str = "confidence_weighted"
     max_failed_fraction: float = 0.5
@@ -108,6 +112,8 @@ class Settings:
             warehouse=str(Path(env.get("CHARATTR_WAREHOUSE") or data / "warehouse").resolve()),
             reports=str(Path(env.get("CHARATTR_REPORTS") or data / "reports").resolve()),
             device=env.get("CHARATTR_DEVICE") or "auto",
+            precision=env.get("CHARATTR_PRECISION") or "auto",
+            runtime=env.get("CHARATTR_RUNTIME") or "auto",
             batch_size=_int(env, "CHARATTR_BATCH_SIZE", 32),
             fusion_strategy=env.get("CHARATTR_FUSION_STRATEGY") or "confidence_weighted",
             max_failed_fraction=fraction,
@@ -124,6 +130,7 @@ class Settings:
         names = {"source": "CHARATTR_SOURCE", "use_clip": "CHARATTR_USE_CLIP", "model_name": "CHARATTR_MODEL", "pretrained": "CHARATTR_PRETRAINED",
                  "vocabulary": "CHARATTR_VOCABULARY", "database_url": "CHARATTR_DATABASE_URL",
                  "warehouse": "CHARATTR_WAREHOUSE", "reports": "CHARATTR_REPORTS", "device": "CHARATTR_DEVICE",
+                 "precision": "CHARATTR_PRECISION", "runtime": "CHARATTR_RUNTIME",
                  "batch_size": "CHARATTR_BATCH_SIZE", "fusion_strategy": "CHARATTR_FUSION_STRATEGY",
                  "max_failed_fraction": "CHARATTR_MAX_FAILED_FRACTION", "shards_per_run": "CHARATTR_SHARDS_PER_RUN",
                  "max_image_pixels": "CHARATTR_MAX_IMAGE_PIXELS", "labels": "CHARATTR_LABELS"}
