@@ -294,6 +294,8 @@ def _openvino_encoder(model: torch.nn.Module, image_size: tuple[int, int], model
 
     onnx_path = _export_onnx(model, image_size, model_dir / "visual.onnx")
     core = ov.Core()
+    # OpenVINO's compiled blobs are cached beside the ONNX file: later processes skip compiling.
+    core.set_property({"CACHE_DIR": str(model_dir / "openvino-cache")})
     # OpenVINO runs bf16 by default on CPUs that have it: say the precision explicitly.
     config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
               "INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"}
