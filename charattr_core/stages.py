@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Callable, Generic, Iterable, Iterator, Mapping, Sequence, TypeVar
@@ -18,6 +19,8 @@ from typing import Callable, Generic, Iterable, Iterator, Mapping, Sequence, Typ
 import numpy as np
 
 from .records import ClipEmbedding, ImageRecord, TagParse
+
+log = logging.getLogger(__name__)
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -110,8 +113,13 @@ def run_cached(
     keys = [(image_id(x), tags_digest(x) if tags_digest else None) for x in items]
     with gc_paused():  # one lookup for the batch; see gc_paused for why the collector waits
         cached = store.get_many(stage, stage_version, [i for i, _d in keys]) if store is not None else {}
-        results: dict[tuple[str, str | None], Out] = {
-            (i, c.payload.get(TAGS_DIGEST_FIELD)): codec.decode(i, c.payload, c.blob) for i, c in cached.items()}
+        results: dict[tuple[str, str | None], Out] = {}
+        for i, c in cached.items():
+            try:
+                results[(i, c.payload.get(TAGS_DIGEST_FIELD))] = codec.decode(i, c.payload, c.blob)
+            except Exception as exc:  # noqa: BLE001 - a malformed cached row is a miss, recomputed
+                log.warning("ignoring a malformed cached %s result for image %s (%s: %s); recomputing it",
+                            stage, i, type(exc).__name__, exc)
         del cached
     counts.skipped = sum(1 for k in keys if k in results)
     todo, todo_keys, seen = [], [], set(results)
