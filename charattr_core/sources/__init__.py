@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from .base import IMAGE_EXTENSIONS, ROOT_SHARD, Source, SourceReadError, is_hidden, is_image_name, shard_key, shard_relpath
 from .folder import FolderSource
-from .parquet import ParquetSource
+from .parquet import ParquetSource, is_charattr_output
 from .tagtext import MAX_TAGS_BYTES
 from .validate import DEFAULT_MAX_PIXELS, inspect_image, read_images
 from .webdataset import WebDatasetSource
@@ -83,7 +83,8 @@ def detect_kind(root: Path) -> str:
                 if entry.is_dir(follow_symlinks=False):
                     below.append(Path(entry.path))
                 elif entry.name.lower().endswith(".parquet"):
-                    found.add("parquet")
+                    if not is_charattr_output(Path(entry.path)):  # results written into the folder
+                        found.add("parquet")
                 elif entry.name.lower().endswith(".tar"):
                     found.add("webdataset")
                 elif is_image_name(entry.name):
