@@ -35,6 +35,7 @@ ROOT_SHARD = ".root"
 # multi-partition "x|y"); they are percent-encoded in shard keys, as is "%" itself.
 _KEY_UNSAFE = re.compile(r"[%,\[\]|\x00-\x1f\x7f]")
 _DOT_RUN = re.compile(r"\.{3,}")
+_SURROGATE = re.compile("[\udc80-\udcff]")  # a non-UTF-8 byte of a file name, as os.fsdecode gives it
 
 
 class SourceReadError(OSError):
@@ -60,14 +61,20 @@ def is_hidden(name: str) -> bool:
 
 
 def shard_key(relpath: str) -> str:
-    """A Dagster-safe partition key for a relative POSIX path; `shard_relpath` inverts it."""
+    """A Dagster-safe partition key for a relative POSIX path; `shard_relpath` inverts it.
+
+    The one mapping from shard paths to partition keys: every partition registration (CLI,
+    sensor, schedule) must use it. Bytes of a non-UTF-8 name (surrogate escapes, as Python
+    gives them for `caf\xe9`) are percent-encoded too, so a key is always valid text.
+    """
     key = _KEY_UNSAFE.sub(lambda m: f"%{ord(m.group()):02X}", relpath)
+    key = _SURROGATE.sub(lambda m: f"%{ord(m.group()) - 0xDC00:02X}", key)
     return _DOT_RUN.sub(lambda m: "%2E" * len(m.group()), key)
 
 
 def shard_relpath(key: str) -> str:
-    """The relative POSIX path that `shard_key` encoded."""
-    return unquote(key)
+    """The relative POSIX path that `shard_key` encoded (non-UTF-8 bytes as surrogate escapes)."""
+    return unquote(key, errors="surrogateescape")
 
 
 def is_within(path: str | Path, root: Path) -> bool:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import ConfigError
-from ..records import SourceItem
+from ..records import SourceItem, raw_uri
 from .base import MAX_IMAGE_BYTES, ROOT_SHARD, too_big
 from .base import Source, SourceReadError, is_hidden, is_image_name, is_within, shard_key, shard_relpath
 from .base import os_reason as _os_reason
@@ -160,6 +160,7 @@ class FolderSource(Source):
                 raise SourceReadError(_os_reason(exc, path)) from None
 
     def load_bytes(self, uri: str) -> bytes:
+        uri = raw_uri(uri)
         path = Path(os.path.normpath(uri))
         if not path.is_absolute() or not is_within(path, self.root) or str(path) != uri:
             raise SourceReadError(f"Uri {uri!r} is not a file of the folder source {self.root}.")

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError
-from ..records import SourceItem
+from ..records import SourceItem, raw_uri
 from .base import FileShardSource, SourceReadError, one_line, open_regular_file
 from .tagtext import TagTextError, tag_value_to_text
 
@@ -94,6 +94,7 @@ class ParquetSource(FileShardSource):
             row = stop
 
     def load_bytes(self, uri: str) -> bytes:
+        uri = raw_uri(uri)
         file_part, mark, row_text = uri.rpartition(ROW_MARK)
         if not mark or not row_text.isdigit():
             raise SourceReadError(f"Uri {uri!r} is not a Parquet row uri like <file>{ROW_MARK}<n>.")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from ..records import SourceItem
+from ..records import SourceItem, raw_uri
 from .base import MAX_IMAGE_BYTES, FileShardSource, SourceReadError, is_hidden, is_image_name, one_line, open_regular_file, too_big
 from .targuard import guarded_members, open_guarded
 from .tagtext import MAX_TAGS_BYTES, TagTextError, check_size, decode_tag_text, tags_from_json
@@ -131,6 +131,7 @@ class WebDatasetSource(FileShardSource):
                 sample.tag_files[tag_ext] = (name, None, str(exc))
 
     def load_bytes(self, uri: str) -> bytes:
+        uri = raw_uri(uri)
         cut = uri.lower().find(self.suffix + "#")
         if cut < 0:
             raise SourceReadError(f"Uri {uri!r} is not a tar member uri like <file>.tar#<member>.")
