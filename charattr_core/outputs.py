@@ -8,7 +8,7 @@ Each check ends in one sentence (`OutputError`), before the source is read or a 
   below it is a regular file; the folder exists and is writable; the temporary name (see
   `temp_name`) fits the file system's name limit;
 - it is not an input of the run: the source file or any file inside the source folder (except
-  charattr's own earlier outputs), the SQLite database or its journal files, or another output.
+  charattr's own earlier outputs), the SQLite database, or another output.
 
 `OutputLock` makes a second run writing the same output at the same moment stop with one
 sentence instead of the two renaming over each other.
@@ -31,7 +31,6 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 OUTPUT_SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-_SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
 
 
 class OutputError(ConfigError):
@@ -113,12 +112,9 @@ def check_outputs(outputs: Mapping[str, str | Path | None], *, inputs: Iterable[
                 raise OutputError(f"{a} and {b} name the same file {checked[a]}; give each its own file.")
     database = sqlite_file(database_url)
     for name, out in checked.items():
-        if database is not None:
-            for companion in _SQLITE_COMPANIONS:
-                db_file = database.with_name(database.name + companion)
-                if out == db_file or (out.exists() and _same_file(out, db_file)):
-                    raise OutputError(f"{name} {out} is the results database ({database}); writing there would "
-                                      "destroy it, so choose another file.")
+        if database is not None and (out == database or _same_file(out, database)):
+            raise OutputError(f"{name} {out} is the results database ({database}); writing there would "
+                              "destroy it, so choose another file.")
         for source in inputs:
             src = Path(os.path.abspath(Path(source).expanduser()))
             real_src = Path(os.path.realpath(src))

@@ -83,9 +83,7 @@ class Pipeline:
 
     # -- construction helpers --------------------------------------------------------------
     def _open_store(self):
-        from .store import ResultStore
-        if self.config.database_url.startswith("sqlite:///"):
-            Path(self.config.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        from .store import ResultStore  # it creates a SQLite file's folder (after expanding ~), or says why not
         return ResultStore(self.config.database_url)
 
     @property
@@ -228,7 +226,7 @@ class Pipeline:
             from .clip import embed_images
             embs, clip_counts = run_cached(
                 batch, lambda r: r.image_id,
-                lambda rs: embed_images(rs, self.clip, lambda r: data_by_uri[r.source_uri],
+                lambda rs: embed_images(rs, self.clip, lambda r: _own_bytes(r, data_by_uri[r.source_uri]),
                                         batch_size=self.config.batch_size, num_workers=self.config.num_workers),
                 EMBEDDING_CODEC, self.store, STAGE_CLIP, versions[STAGE_CLIP])
             summary.stages[STAGE_CLIP] += clip_counts
@@ -302,6 +300,14 @@ class Pipeline:
 
     def __exit__(self, *_exc) -> None:
         self.close()
+
+
+def _own_bytes(record: ImageRecord, data: bytes) -> bytes:
+    """`data` if it hashes to `record.image_id`: nothing is ever stored under an id that its bytes
+    do not hash to (two items sharing a uri would otherwise swap results); else the image fails."""
+    if content_hash(data) != record.image_id:
+        raise ValueError(f"the bytes at {record.source_uri} no longer hash to image id {record.image_id}")
+    return data
 
 
 def create_pipeline(config: PipelineConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Pipeline:
