@@ -367,3 +367,30 @@ def test_real_images_are_all_valid_with_the_sizes_the_manifest_gives() -> None:
         record = records[str(SHARED_IMAGES / entry["file"])]
         if entry.get("width"):
             assert (record.width, record.height) == (entry["width"], entry["height"]), entry["file"]
+
+
+# -- issue 10: Hugging Face snapshots, symlinked shards ---------------------------------------
+
+
+def test_a_hugging_face_snapshot_folder_reads_its_symlinked_parquet_files(tmp_path: Path) -> None:
+    repo = tmp_path / "hub" / "datasets--user--chars"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot = repo / "snapshots" / "0123abcd"
+    (snapshot / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"image": [png_bytes(7)], "tags": ["1girl"]}), repo / "blobs" / "9f8e7d")
+    (snapshot / "data" / "train-00000.parquet").symlink_to("../../../blobs/9f8e7d")  # as huggingface_hub does
+    source = open_source(snapshot)
+    assert source.kind == "parquet" and source.shards() == ["data/train-00000.parquet"]
+    (item,) = source.read("data/train-00000.parquet")
+    assert item.error is None and item.data == png_bytes(7) and source.load_bytes(item.uri) == png_bytes(7)
+
+
+def test_symlinked_shards_pointing_elsewhere_are_skipped_and_said(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pq.write_table(pa.table({"image": [png_bytes(8)]}), elsewhere / "x.parquet")
+    root = tmp_path / "src"
+    root.mkdir()
+    (root / "x.parquet").symlink_to(elsewhere / "x.parquet")
+    with pytest.raises(ConfigError, match=r"1 \.parquet symlink\(s\) point outside it and were skipped"):
+        open_source(root)

@@ -53,7 +53,10 @@ def open_source(path: str | os.PathLike[str], *, kind: str | None = None, image_
     else:
         source = FolderSource(root, max_tags_bytes=max_tags_bytes)
     if not source.shards():
-        raise ConfigError(f"Source path {root} holds no readable images, .parquet files or .tar shards.")
+        skipped = getattr(source, "skipped_links", [])
+        why = (f" ({len(skipped)} {source.suffix} symlink(s) point outside it and were skipped, e.g. "  # type: ignore[attr-defined]
+               f"{skipped[0]})" if skipped else "")
+        raise ConfigError(f"Source path {root} holds no readable images, .parquet files or .tar shards{why}.")
     return source
 
 
