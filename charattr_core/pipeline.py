@@ -207,16 +207,19 @@ class Pipeline:
     def _fuse_records(self, batch: list[ImageRecord], data_by_uri: Mapping[str, bytes], versions: dict[str, str],
                       summary: RunSummary) -> list[FusedAttributes]:
         """Tag parses and embeddings (each through its own cache), then fusion."""
-        parses, embeddings = self._signals(batch, data_by_uri, versions, summary)
+        clip_errors: dict[str, tuple[str, ...]] = {}
+        parses, embeddings = self._signals(batch, data_by_uri, versions, summary, clip_errors)
         notes = (f"clip unavailable: {self.clip_unavailable}",) if self.clip_unavailable else ()
         return fuse_batch(batch, parses, embeddings, vocabulary=self.vocabulary,
                           zero_shot_scorer=self._zero_shot(), probes=self.probes, policy=self.policy,
                           strategy=self.config.fusion_strategy, thresholds=self.thresholds,
-                          versions=versions, notes=notes)
+                          versions=versions, notes=notes, image_notes=clip_errors)
 
     def _signals(self, batch: list[ImageRecord], data_by_uri: Mapping[str, bytes], versions: dict[str, str],
-                 summary: RunSummary) -> tuple[dict[str, TagParse], dict[str, np.ndarray]]:
-        """The per-image stages of a batch of ok records: tag parses and embeddings by image_id."""
+                 summary: RunSummary, clip_errors: dict[str, tuple[str, ...]] | None = None
+                 ) -> tuple[dict[str, TagParse], dict[str, np.ndarray]]:
+        """The per-image stages of a batch of ok records: tag parses and embeddings by image_id
+        (and, into `clip_errors`, why an image has no embedding)."""
         parses, tag_counts = run_cached(batch, lambda r: r.image_id, lambda rs: parse_tags(rs, self.parser),
                                         TAG_PARSE_CODEC, self.store, STAGE_TAGS, versions[STAGE_TAGS],
                                         tags_digest=lambda r: r.tags_digest)
@@ -231,6 +234,8 @@ class Pipeline:
                 EMBEDDING_CODEC, self.store, STAGE_CLIP, versions[STAGE_CLIP])
             summary.stages[STAGE_CLIP] += clip_counts
             embeddings = {e.image_id: e.embedding for e in embs if e.embedding is not None}
+            if clip_errors is not None:
+                clip_errors.update((e.image_id, (f"clip failed: {e.error}",)) for e in embs if e.embedding is None)
         return {r.source_uri: p for r, p in zip(batch, parses)}, embeddings
 
     def iter_signals(self, path: str | Path, limit: int | None = None, summary: RunSummary | None = None,

@@ -209,6 +209,7 @@ def fuse_batch(
     thresholds,
     versions: dict[str, str],
     notes: tuple[str, ...] = (),
+    image_notes: Mapping[str, tuple[str, ...]] | None = None,
 ) -> list:
     """Fuse the signals of one batch of ok images into `FusedAttributes`, in input order.
 
@@ -216,6 +217,7 @@ def fuse_batch(
     `embeddings` its image_id to that stage's result; an image missing from either simply lacks
     that source. Zero-shot scores and probe predictions are computed here,
     vectorised over the batch, from the embeddings (no second trip through the image encoder).
+    `image_notes` adds notes to single images (why CLIP failed for this one).
     """
     from .fusion import FusionContext, fuse  # local: keeps this module importable on its own
     from .learning import visual_estimates
@@ -234,5 +236,5 @@ def fuse_batch(
         context = FusionContext.from_records(parse, r)
         fused.append(fuse(r.image_id, sources, vocabulary, strategy=strategy, thresholds=thresholds,
                           context=context, policy=policy, versions=versions, source_uri=r.source_uri,
-                          notes=notes))
+                          notes=notes + (image_notes or {}).get(r.image_id, ())))
     return fused

@@ -536,7 +536,8 @@ def duplicate_member_tar(path: Path) -> tuple[bytes, bytes]:
 
 def crafted_tar(path: Path, kind: str) -> None:
     """A shard that hangs or stalls Python 3.11's tarfile: kind "negative" (a size field pointing
-    back to the previous header, CVE-2025-8194) or "pax" (a 1 MB pax header, CVE-2024-6232).
+    back to the previous header, CVE-2025-8194), "pax_negative" (the same size in a pax record)
+    or "pax" (a 1 MB pax header, CVE-2024-6232).
     Its first member, `a.jpg`, is intact."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -547,6 +548,8 @@ def crafted_tar(path: Path, kind: str) -> None:
         info.size = len(data)
         if kind == "pax":
             info.pax_headers = {"comment": "x" * 1_000_000}
+        elif kind == "pax_negative":  # the pax record overrides the header's size: a loop again
+            info.pax_headers = {"size": "-2048"}
         tar.addfile(info, io.BytesIO(data))
     raw = buf.getvalue()
     if kind == "negative":

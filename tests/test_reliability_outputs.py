@@ -333,3 +333,22 @@ def test_a_malformed_row_in_the_results_cache_is_recomputed(capsys, tmp_path):
     assert "3 images, 0 failed, 3 rows written" in err
     first, second = (pq.read_table(tmp_path / n).sort_by("image_id") for n in ("a.parquet", "b.parquet"))
     assert first.column("gender").to_pylist() == second.column("gender").to_pylist()
+
+
+def test_an_image_too_costly_to_prepare_for_clip_says_so_in_its_row(capsys, tmp_path):
+    """1 x 20,000,000 pixels passes the pixel limit, but scaling its short side up to the model's
+    input would take terabytes: refused by a memory bound, and the row's notes say why."""
+    from badinput import bilevel_png
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "strip.png").write_bytes(bilevel_png(20_000_000, 1))
+    (source / "strip.txt").write_text("1girl")
+    (source / "plain.png").write_bytes(png_bytes(500))
+    out = tmp_path / "r.jsonl"
+    code, err = _run(capsys, "batch", str(source), "--out", str(out), "--quiet", "--model", "charattr-tiny",
+                     "--pretrained", "random", "--device", "cpu", "--database-url", f"sqlite:///{tmp_path / 'c.db'}")
+    assert code == 0, err
+    rows = {Path(r["source_uri"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert "clip failed" in rows["strip.png"]["notes"] and "over the limit" in rows["strip.png"]["notes"]
+    assert rows["strip.png"]["gender"] == ["female"]  # the tags still answer
+    assert "clip failed" not in (rows["plain.png"]["notes"] or "")

@@ -319,7 +319,8 @@ print(json.dumps(items))
 """
 
 
-@pytest.mark.parametrize("kind, reason", [("negative", "negative member size"), ("pax", "extended header")])
+@pytest.mark.parametrize("kind, reason", [("negative", "negative member size"), ("pax", "extended header"),
+                                          ("pax_negative", "points back")])
 def test_a_crafted_tar_header_becomes_one_failed_item_at_once(tmp_path, kind, reason):
     import json
     import subprocess
