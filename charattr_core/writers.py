@@ -8,6 +8,7 @@ import contextlib
 import csv
 import json
 import os
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
@@ -91,6 +92,11 @@ class AtomicTableWriter:
         self.path = check_output_path(path)
         fmt = output_format(self.path)
         self._lock = OutputLock(self.path).acquire()
+        # Holding the lock, no other run writes this output: temporary files of it that exist
+        # now were left by a killed run, and go.
+        for stale in self.path.parent.glob(f".{glob_escape(self.path.name)}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
         self._tmp = temp_name(self.path)
         try:
             self._rows: RowWriter = (
