@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import uuid
 from pathlib import Path
@@ -102,8 +103,6 @@ def check_outputs(outputs: Mapping[str, str | Path | None], *, inputs: Iterable[
                   database_url: str | None = None) -> dict[str, Path]:
     """Check every named output (option name -> path; None = not asked for) against the others
     and against the run's inputs; the checked absolute paths, by option name."""
-    from .sources.parquet import is_charattr_output  # sources import pyarrow; keep this module light
-
     checked = {name: check_output_path(p, f"{name} file") for name, p in outputs.items() if p is not None}
     names = list(checked)
     for i, a in enumerate(names):
@@ -121,19 +120,33 @@ def check_outputs(outputs: Mapping[str, str | Path | None], *, inputs: Iterable[
             if out == src or _same_file(out, src):
                 raise OutputError(f"{name} {out} is the input {src} itself; writing there would replace the data, "
                                   "so choose another file.")
-            inside = src.is_dir() and (_is_below(out, src) or _is_below(Path(os.path.realpath(out)), real_src))
-            if inside and out.exists() and not is_charattr_output(out):
+            inside = src.is_dir() and (out.is_relative_to(src) or Path(os.path.realpath(out)).is_relative_to(real_src))
+            if inside and out.exists() and not _is_our_output(out):
                 raise OutputError(f"{name} {out} is a file of the input {src}; writing there would replace it, "
                                   "so choose a file outside the source.")
     return checked
 
 
-def _is_below(path: Path, folder: Path) -> bool:
+def _is_our_output(path: Path) -> bool:
+    """Whether an existing file is a table charattr wrote (rewriting it is fine): by its columns."""
+    from .sources.parquet import OUTPUT_MARKERS, is_charattr_output  # sources import pyarrow: lazily
+
+    if path.suffix.lower() == ".parquet":
+        return is_charattr_output(path)
     try:
-        path.relative_to(folder)
-        return True
-    except ValueError:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline(1 << 16)
+    except (OSError, UnicodeDecodeError):
         return False
+    if path.suffix.lower() == ".csv":
+        names = frozenset(first.strip().split(","))
+    else:
+        try:
+            row = json.loads(first)
+        except ValueError:
+            return False
+        names = frozenset(row) if isinstance(row, dict) else frozenset()
+    return any(marker <= names for marker in OUTPUT_MARKERS)
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -352,3 +352,19 @@ def test_an_image_too_costly_to_prepare_for_clip_says_so_in_its_row(capsys, tmp_
     assert "clip failed" in rows["strip.png"]["notes"] and "over the limit" in rows["strip.png"]["notes"]
     assert rows["strip.png"]["gender"] == ["female"]  # the tags still answer
     assert "clip failed" not in (rows["plain.png"]["notes"] or "")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_results_inside_the_source_folder_can_be_written_again_but_no_other_file_there(capsys, tmp_path, suffix):
+    source = _images(tmp_path / "src" / "shard")
+    out = source.parent / f"results{suffix}"
+    for _attempt in range(2):  # the second run rewrites its own earlier results
+        code, err = _run(capsys, *_batch(source.parent, out, tmp_path / "c.db"))
+        assert code == 0 and "3 images, 0 failed, 3 rows written" in err, err
+    notes = source.parent / f"notes{suffix}"
+    notes.write_text("image,caption\nx,y\n" if suffix != ".parquet" else "")
+    if suffix == ".parquet":
+        pq.write_table(pa.table({"caption": ["mine"]}), notes)
+    before = _digest(notes)
+    code, err = _run(capsys, *_batch(source.parent, notes, tmp_path / "c.db"))
+    assert code == 1 and "file of the input" in err and _digest(notes) == before

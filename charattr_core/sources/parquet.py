@@ -218,7 +218,7 @@ def _uri(path: Path, row: int) -> str:
 
 
 # Columns that mark a table written by charattr (`charattr batch --out` / `--failures`).
-_OUTPUT_MARKERS = (frozenset({"image_id", "source_uri", "versions", "strategy"}),
+OUTPUT_MARKERS = (frozenset({"image_id", "source_uri", "versions", "strategy"}),
                    frozenset({"source_uri", "image_id", "error"}))
 
 
@@ -230,4 +230,4 @@ def is_charattr_output(path: Path) -> bool:
             names = frozenset(pq.read_schema(f).names)
     except (SourceReadError, OSError, pa.ArrowException):
         return False  # reading the shard reports what is wrong with it
-    return any(marker <= names for marker in _OUTPUT_MARKERS) and not names & {n.lower() for n in IMAGE_COLUMNS}
+    return any(marker <= names for marker in OUTPUT_MARKERS) and not names & {n.lower() for n in IMAGE_COLUMNS}
