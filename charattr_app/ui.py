@@ -126,6 +126,7 @@ def build_app(service: AppService) -> gr.Blocks:
                 with gr.Column(scale=3):
                     notice = gr.Markdown(elem_id="single-signals")
                     table = gr.Dataframe(headers=list(RESULT_HEADERS), interactive=False, wrap=True,
+                                         max_height=2000, column_widths=["11%", "9%", "8%", "14%", "17%", "15%", "26%"],
                                          elem_id="single-result")
                     summary = gr.Markdown(elem_id="single-summary")
             go.click(single, [image, server_path, tags, *controls], [notice, table, summary])
@@ -143,7 +144,7 @@ def build_app(service: AppService) -> gr.Blocks:
                     run = gr.Button("Run batch", variant="primary", elem_id="batch-run")
                 with gr.Column(scale=3):
                     status = gr.Markdown(elem_id="batch-status")
-                    results = gr.Dataframe(interactive=False, label="Results", elem_id="batch-table")
+                    results = gr.Dataframe(interactive=False, label="Results", max_height=2000, elem_id="batch-table")
                     downloads = gr.File(label="Download (CSV, Parquet)", interactive=False, elem_id="batch-downloads")
                     failed = gr.Dataframe(headers=["file", "why it failed"], interactive=False,
                                           label="Failed files", elem_id="batch-failed")
