@@ -59,7 +59,7 @@ def app_command(args: argparse.Namespace) -> int:
     app = build_app(service)
     app.queue(default_concurrency_limit=1)
     try:
-        app.launch(server_name=args.host, server_port=args.port, max_file_size=f"{args.max_upload_mb}mb",
+        app.launch(server_name=args.host, server_port=args.port, max_file_size=int(args.max_upload_mb * 2**20),
                    show_error=False, quiet=True, ssr_mode=False, share=False)
     finally:
         service.close()

@@ -76,8 +76,10 @@ def noclip_app(sample, tmp_path_factory):
     empty = tmp / "hf-cache"
     empty.mkdir()
     env = {"HF_HOME": str(empty), "HF_HUB_CACHE": str(empty), "HF_HUB_OFFLINE": "1", "CHARATTR_ALLOW_DOWNLOAD": "0"}
+    # Small limits, to see what a person sees for a large upload and for a picture with too many pixels.
     with app_server(["--model", "ViT-B-32", "--pretrained", "openai", "--database-url",
-                     f"sqlite:///{tmp / 'cache.db'}", "--files-root", str(sample)], tmp / "app.log", env=env) as url:
+                     f"sqlite:///{tmp / 'cache.db'}", "--files-root", str(sample), "--max-upload-mb", "0.1",
+                     "--max-image-pixels", "40000"], tmp / "app.log", env=env) as url:
         yield url
 
 
@@ -252,3 +254,30 @@ def test_without_clip_weights_the_page_says_tags_only(browser, noclip_app, tagge
     gender = next(cells for cells in shown if cells[0] == "Gender")
     assert gender[1] in ("female", "male") and float(gender[2]) > 0
     _screenshot(browser, "tags-only")
+
+
+def test_large_uploads_and_too_many_pixels_get_one_line_reasons(browser, noclip_app, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    noise = tmp_path / "noise.png"  # ~270 KB, over the app's 0.1 MB upload limit
+    Image.fromarray((np.random.default_rng(0).random((300, 300, 3)) * 255).astype("uint8")).save(noise)
+    _open(browser, noclip_app)
+    _upload(browser, "single-image", noise)
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, WAIT_S).until(lambda d: "exceed the maximum allowed size" in d.find_element("tag name", "body").text)
+    toast = browser.find_element("tag name", "body").text
+    assert 'noise.png' in toast and "Traceback" not in browser.page_source
+
+    wide = tmp_path / "wide.png"  # 250 x 250 = 62,500 pixels, over --max-image-pixels 40000
+    Image.new("RGB", (250, 250), "white").save(wide)
+    cli = subprocess.run([sys.executable, "-m", "charattr_core.cli", "extract", str(wide), "--no-clip",
+                          "--max-image-pixels", "40000", "--database-url", f"sqlite:///{tmp_path / 'cli.db'}"],
+                         capture_output=True, text=True)
+    reason = cli.stderr.split("cannot be processed:", 1)[1].strip()
+    assert reason.startswith("decompression bomb")
+    _open(browser, noclip_app)
+    _upload(browser, "single-image", wide)
+    browser.find_element("id", "single-run").click()
+    assert f"Image wide.png cannot be processed: {reason}" in _wait_text(browser, "single-signals", "Error")
