@@ -155,3 +155,29 @@ def test_the_app_command_is_registered_and_loopback_by_default():
     from charattr_app.cli import _is_loopback
 
     assert _is_loopback("127.0.0.1") and _is_loopback("::1") and not _is_loopback("0.0.0.0")
+
+
+def test_batch_of_a_server_side_folder(service, demo_source, tmp_path):
+    shard = sorted(p for p in demo_source.iterdir() if p.is_dir())[0]
+    result = run_batch(service, service.default_controls(), folder=shard.name, work_dir=tmp_path)
+    assert sorted(r["source_uri"] for r in result.rows) == sorted(p.name for p in shard.rglob("*.png"))
+    with pytest.raises(ConfigError, match="outside the folder this app may read"):
+        run_batch(service, service.default_controls(), folder="..", work_dir=tmp_path)
+
+
+def test_bad_controls_are_one_sentence(service):
+    from charattr_app.service import Controls
+
+    with pytest.raises(ConfigError, match="thresholds must satisfy"):
+        service.pipeline(Controls("confidence_weighted", None, 0.2, 0.6))
+    with pytest.raises(ConfigError, match="No fusion policy at /nowhere/policy"):
+        service.pipeline(Controls("confidence_weighted", "/nowhere/policy", 0.8, 0.3))
+
+
+def test_without_gradio_the_command_says_how_to_install_it():
+    code = ("import sys; sys.modules['gradio'] = None\n"
+            "from charattr_core.cli import main\n"
+            "sys.exit(main(['app', '--no-clip']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "pip install 'charattr[app]'" in out.stderr
