@@ -36,7 +36,8 @@ Confidence model (constants below)
    `DISSENT_PENALTY`; the dissenters share the probability the candidates leave, in
    proportion to their support, so the scores stay a (sub-)distribution.
 5. Multi-valued attributes: candidates are independent (score = support) and the confidence is
-   the smallest score among the answered values. Attributes that declare `modifiers`
+   the smallest score among the answered values. Weak values beside them keep their scores and
+   their tags close the evidence (fusion may name them: every value it names has its tags). Attributes that declare `modifiers`
    (hair colour, eye colour) expect one value per character; there, several values are a
    legitimate answer only when a modifier (`multicolored_hair`, `heterochromia`, ...) or a
    multi-character post explains them; unexplained, every value keeps only
@@ -366,6 +367,9 @@ class TagParser:
                     for tag in sorted(strengths[v], key=lambda t: (-strengths[v][t], t))]
         if attribute.multi:
             evidence.extend(sorted(modifiers))  # they explain (or qualify) the combination
+            # Weak values beside the answer keep their scores, and fusion names every value whose
+            # pooled score is high enough: the tags behind them must be in the evidence too.
+            evidence.extend(tag for v in dissent for tag in sorted(strengths[v]))
         ordered_scores = {v: round(scores[v], 4) for v in sorted(scores, key=order.__getitem__)}
         return AttributeEstimate(attribute.key, values, round(confidence, 4), tuple(evidence), ordered_scores)
 
