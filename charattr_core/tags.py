@@ -36,11 +36,12 @@ Confidence model (constants below)
    `DISSENT_PENALTY`; the dissenters share the probability the candidates leave, in
    proportion to their support, so the scores stay a (sub-)distribution.
 5. Multi-valued attributes: candidates are independent (score = support) and the confidence is
-   the smallest score among the answered values. Weak values beside them keep their scores and
-   their tags close the evidence (fusion may name them: every value it names has its tags). Attributes that declare `modifiers`
-   (hair colour, eye colour) expect one value per character; there, several values are a
-   legitimate answer only when a modifier (`multicolored_hair`, `heterochromia`, ...) or a
-   multi-character post explains them; unexplained, every value keeps only
+   the smallest score among the answered values. Weak values beside them keep their scores, and
+   their tags close the evidence (fusion may name them, and every value it names has its tags).
+   Attributes that declare `modifiers` (hair colour, eye colour) expect one value per
+   character; there, several values are a legitimate answer only when a modifier
+   (`multicolored_hair`, `heterochromia`, ...) or a multi-character post explains them;
+   unexplained, every value keeps only
    `UNEXPLAINED_COMBINATION_FACTOR` of its support. A modifier with a single named value
    (`multicolored_hair pink_hair`) means the answer is incomplete: `INCOMPLETE_COMBINATION_FACTOR`.
 6. Posts with several characters (`character_count > 1`): tags describe the whole post, so which
@@ -373,12 +374,12 @@ class TagParser:
         ordered_scores = {v: round(scores[v], 4) for v in sorted(scores, key=order.__getitem__)}
         return AttributeEstimate(attribute.key, values, round(confidence, 4), tuple(evidence), ordered_scores)
 
-
     def _apply_implications(self, strengths: dict[str, dict[str, float]], present: list[str]) -> None:
-        """Drop canonical tags implied by a more precise tag that is also present (in place)."""
+        """Drop canonical tags implied by a more precise tag that is also present (in place);
+        the implying tag may be written as an alias (`hair_past_waist` for `very_long_hair`)."""
         if not self._implied_by:
             return
-        present_set = set(present)
+        present_set = set(present).union(*(per.keys() for per in strengths.values()))
         for value in list(strengths):
             per = strengths[value]
             for tag in [t for t in per if not present_set.isdisjoint(self._implied_by.get(t, ()))]:
@@ -404,7 +405,8 @@ class TagParser:
                stated_by_count: dict[str, list[str]]) -> AttributeEstimate:
         """Counting tags state different values (`1boy 1girl`): the post is mixed, as sure as the
         least sure of those tags; the evidence is the counting tags."""
-        confidence = min(min(MAX_TAG_CONFIDENCE, max(strengths[v].values())) for v in stated_by_count)
+        confidence = min(min(MAX_TAG_CONFIDENCE, max(strengths.get(v, {}).values(), default=STRONG_TAG))
+                         for v in stated_by_count)
         evidence = tuple(sorted({t for tags in stated_by_count.values() for t in tags}))
         return AttributeEstimate(attribute.key, (attribute.mixed_value,), round(confidence, 4), evidence,
                                  {attribute.mixed_value: round(confidence, 4)})

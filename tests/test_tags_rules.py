@@ -46,6 +46,12 @@ def test_very_long_hair_beats_short_hair_too(parser):
     assert est.values == ("very_long",) and est.evidence == ("very_long_hair",)
 
 
+def test_an_implying_tag_written_as_an_alias_still_implies(parser):
+    # hair_past_waist is an alias of very_long_hair, which implies long_hair
+    est = answer(parser, "1girl long_hair hair_past_waist", "hair_length")
+    assert est.values == ("very_long",) and est.confidence >= ACCEPT and "long" not in est.scores
+
+
 def test_the_override_is_data_a_vocabulary_without_it_splits(tmp_path):
     text = """
 [context]
