@@ -104,11 +104,12 @@ class AtomicTableWriter:
                 else _CsvRows(self._tmp, schema.names) if fmt == "csv"
                 else _JsonlRows(self._tmp)
             )
-        except OSError as exc:
+        except BaseException as exc:  # an OSError, or Ctrl-C / SIGTERM while the file was being created
+            with contextlib.suppress(OSError):
+                self._tmp.unlink(missing_ok=True)
             self._lock.release()
-            raise self._error(exc) from None
-        except BaseException:
-            self._lock.release()
+            if isinstance(exc, OSError):
+                raise self._error(exc) from None
             raise
         self.count = 0
 

@@ -277,6 +277,7 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
     while not list(tmp_path.glob(".r.parquet.*.tmp")) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert list(tmp_path.glob(".r.parquet.*.tmp")), "the run never started writing"
+    time.sleep(0.3)  # into the loop over images (each takes 0.5 s here), not inside the writer's setup
     child.send_signal(signal.SIGTERM)
     _out, err = child.communicate(timeout=60)
     assert child.returncode == 130 and "Traceback" not in err and "interrupted" in err, err
