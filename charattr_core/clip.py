@@ -57,6 +57,23 @@ DEFAULT_PREFETCH_BATCHES = 2
 # decoding and preprocessing (runs in worker threads)
 
 
+# Memory one image may take on its way to the model: its decoded RGBA pixels, a converted copy, and
+# the resize to the model's input, whose short side is scaled up to the input size (a 1 x 80,000,000
+# strip would become billions of pixels). Larger images fail with the reason instead.
+MAX_DECODE_BYTES = 1 << 30
+
+
+def _check_decode_memory(size: tuple[int, int], min_size: tuple[int, int] | None) -> None:
+    width, height = size
+    needed = 2 * 4 * width * height
+    if min_size is not None and min(width, height) > 0:
+        side = min(min_size) / 2  # the model's input side (min_size is twice it)
+        needed += int(3 * side * side * max(width, height) / min(width, height))
+    if needed > MAX_DECODE_BYTES or min(width, height) == 0:
+        raise ValueError(f"a {width}x{height} image needs about {needed / 2**20:,.0f} MiB to prepare for CLIP, over "
+                         f"the limit of {MAX_DECODE_BYTES / 2**20:,.0f} MiB (an extreme size or aspect ratio)")
+
+
 def decode_image(data: bytes, min_size: tuple[int, int] | None = None) -> Image.Image:
     """Decode image bytes to RGB; transparent pixels are composited onto white.
 
@@ -66,6 +83,7 @@ def decode_image(data: bytes, min_size: tuple[int, int] | None = None) -> Image.
     with Image.open(io.BytesIO(data)) as image:
         if min_size is not None:
             image.draft("RGB", min_size)
+        _check_decode_memory(image.size, min_size)
         image.load()
         # Upright as a viewer sees it (and as raw_images reports width/height).
         image = ImageOps.exif_transpose(image)

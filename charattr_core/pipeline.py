@@ -83,9 +83,7 @@ class Pipeline:
 
     # -- construction helpers --------------------------------------------------------------
     def _open_store(self):
-        from .store import ResultStore
-        if self.config.database_url.startswith("sqlite:///"):
-            Path(self.config.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        from .store import ResultStore  # it creates a SQLite file's folder (after expanding ~), or says why not
         return ResultStore(self.config.database_url)
 
     @property
@@ -211,16 +209,19 @@ class Pipeline:
     def _fuse_records(self, batch: list[ImageRecord], data_by_uri: Mapping[str, bytes], versions: dict[str, str],
                       summary: RunSummary) -> list[FusedAttributes]:
         """Tag parses and embeddings (each through its own cache), then fusion."""
-        parses, embeddings = self._signals(batch, data_by_uri, versions, summary)
+        clip_errors: dict[str, tuple[str, ...]] = {}
+        parses, embeddings = self._signals(batch, data_by_uri, versions, summary, clip_errors)
         notes = (f"clip unavailable: {self.clip_unavailable}",) if self.clip_unavailable else ()
         return fuse_batch(batch, parses, embeddings, vocabulary=self.vocabulary,
                           zero_shot_scorer=self._zero_shot(), probes=self.probes, policy=self.policy,
                           strategy=self.config.fusion_strategy, thresholds=self.thresholds,
-                          versions=versions, notes=notes)
+                          versions=versions, notes=notes, image_notes=clip_errors)
 
     def _signals(self, batch: list[ImageRecord], data_by_uri: Mapping[str, bytes], versions: dict[str, str],
-                 summary: RunSummary) -> tuple[dict[str, TagParse], dict[str, np.ndarray]]:
-        """The per-image stages of a batch of ok records: tag parses and embeddings by image_id."""
+                 summary: RunSummary, clip_errors: dict[str, tuple[str, ...]] | None = None
+                 ) -> tuple[dict[str, TagParse], dict[str, np.ndarray]]:
+        """The per-image stages of a batch of ok records: tag parses and embeddings by image_id
+        (and, into `clip_errors`, why an image has no embedding)."""
         parses, tag_counts = run_cached(batch, lambda r: r.image_id, lambda rs: parse_tags(rs, self.parser),
                                         TAG_PARSE_CODEC, self.store, STAGE_TAGS, versions[STAGE_TAGS],
                                         tags_digest=lambda r: r.tags_digest)
@@ -230,11 +231,13 @@ class Pipeline:
             from .clip import embed_images
             embs, clip_counts = run_cached(
                 batch, lambda r: r.image_id,
-                lambda rs: embed_images(rs, self.clip, lambda r: data_by_uri[r.source_uri],
+                lambda rs: embed_images(rs, self.clip, lambda r: _own_bytes(r, data_by_uri[r.source_uri]),
                                         batch_size=self.config.batch_size, num_workers=self.config.num_workers),
                 EMBEDDING_CODEC, self.store, STAGE_CLIP, versions[STAGE_CLIP])
             summary.stages[STAGE_CLIP] += clip_counts
             embeddings = {e.image_id: e.embedding for e in embs if e.embedding is not None}
+            if clip_errors is not None:
+                clip_errors.update((e.image_id, (f"clip failed: {e.error}",)) for e in embs if e.embedding is None)
         return {r.source_uri: p for r, p in zip(batch, parses)}, embeddings
 
     def iter_signals(self, path: str | Path, limit: int | None = None, summary: RunSummary | None = None,
@@ -304,6 +307,14 @@ class Pipeline:
 
     def __exit__(self, *_exc) -> None:
         self.close()
+
+
+def _own_bytes(record: ImageRecord, data: bytes) -> bytes:
+    """`data` if it hashes to `record.image_id`: nothing is ever stored under an id that its bytes
+    do not hash to (two items sharing a uri would otherwise swap results); else the image fails."""
+    if content_hash(data) != record.image_id:
+        raise ValueError(f"the bytes at {record.source_uri} no longer hash to image id {record.image_id}")
+    return data
 
 
 def create_pipeline(config: PipelineConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Pipeline:

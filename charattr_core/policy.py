@@ -47,7 +47,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .artifacts import load_artifact, save_artifact
+from .artifacts import load_artifact, malformed_artifact, save_artifact
 from .config import ALL_STRATEGIES
 from .errors import ConfigError
 from .evaluation import EvalExample, answer_score
@@ -222,6 +222,12 @@ class FusionPolicy:
 
     @classmethod
     def load(cls, path: str | Path, vocabulary: Vocabulary) -> "FusionPolicy":
+        """Read a saved fusion policy; any flaw in the files is one ConfigError sentence (see `_load`)."""
+        with malformed_artifact(path, "fusion policy"):
+            return cls._load(path, vocabulary)
+
+    @classmethod
+    def _load(cls, path: str | Path, vocabulary: Vocabulary) -> "FusionPolicy":
         """Read a saved policy; refuses one trained for another vocabulary or feature set."""
         meta, tensors = load_artifact(path, "policy", POLICY_FORMAT, "fusion policy")
         if meta.get("vocabulary_fingerprint") != vocabulary.fingerprint:

@@ -47,7 +47,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .artifacts import load_artifact, save_artifact
+from .artifacts import load_artifact, malformed_artifact, save_artifact
 from .errors import ConfigError
 from .evaluation import answer_score, expected_calibration_error
 from .fusion import MULTI_VALUE_THRESHOLD, clean_estimate
@@ -222,6 +222,12 @@ class AttributeProbes:
 
     @classmethod
     def load(cls, path: str | Path, vocabulary: Vocabulary, model_key: str) -> "AttributeProbes":
+        """Read a saved attribute probes; any flaw in the files is one ConfigError sentence (see `_load`)."""
+        with malformed_artifact(path, "attribute probes"):
+            return cls._load(path, vocabulary, model_key)
+
+    @classmethod
+    def _load(cls, path: str | Path, vocabulary: Vocabulary, model_key: str) -> "AttributeProbes":
         """Read saved probes; refuses probes of another CLIP model or vocabulary (ConfigError)."""
         meta, tensors = load_artifact(path, "probes", PROBES_FORMAT, "attribute probes")
         if meta.get("model_key") != model_key:

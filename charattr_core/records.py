@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Mapping
+from urllib.parse import quote, unquote
 
 import numpy as np
 import xxhash
@@ -28,6 +29,42 @@ class SourceItem:
     data: bytes | None
     tags: str | None = None
     error: str | None = None  # set when the bytes or the sidecar could not be read
+
+    def __post_init__(self) -> None:
+        # A file name that is not UTF-8 (`caf\xe9.png`) reaches Python as a surrogate escape, which
+        # no database, CSV or JSON writer accepts: the uri is made text (see `text_uri`), the
+        # error readable.
+        self.uri = text_uri(self.uri)
+        if self.error is not None:
+            self.error = printable_text(self.error)
+
+
+FILE_URI = "file://"
+
+
+def text_uri(uri: str) -> str:
+    """`uri` unchanged when it is valid text; else (a non-UTF-8 file name) a `file://` uri with
+    the raw bytes percent-encoded. Plain uris are absolute paths (they start with "/") or name a
+    memory image, so the two kinds never collide; `raw_uri` inverts it."""
+    try:
+        uri.encode("utf-8")
+        return uri
+    except UnicodeEncodeError:
+        return FILE_URI + quote(uri.encode("utf-8", "surrogateescape"), safe="/#=+-_.~:@!$&'()*,;")
+
+
+def raw_uri(uri: str) -> str:
+    """The uri a reader made (with surrogate escapes) from what `text_uri` gave."""
+    return unquote(uri[len(FILE_URI):], errors="surrogateescape") if uri.startswith(FILE_URI) else uri
+
+
+def printable_text(text: str) -> str:
+    """`text` with surrogate escapes shown as `\\xe9`, so that it can be written anywhere."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def tags_digest(raw_tags: str | None) -> str | None:
@@ -156,13 +193,19 @@ class FusedAttributes:
     source_uri: str | None = None
     notes: tuple[str, ...] = ()  # e.g. "clip unavailable: weights missing"
 
-    def to_dict(self, vocabulary: Vocabulary | None = None) -> dict[str, Any]:
-        """The seed's output format: `{"Age": "teen", "Hair Color": ["blonde"], ..., "Confidence Score": 0.8}`."""
-        labels = vocabulary.labels() if vocabulary else {}
+    def to_dict(self, vocabulary: Vocabulary | None = None, seed_labels: bool = False) -> dict[str, Any]:
+        """The seed's output format: `{"Age": "teen", "Hair Color": ["blonde"], ..., "Confidence Score": 0.8}`.
+
+        Keys are the vocabulary's labels ("Skin Tone"); `seed_labels=True` gives the seed's own
+        keys where the vocabulary keeps one (`seed_label`: "Ethnicity"). A multi-valued attribute
+        is a list, most confident value first; without a vocabulary (which says what is
+        multi-valued) every attribute is its most confident value.
+        """
+        labels = vocabulary.labels(seed=seed_labels) if vocabulary else {}
         multi = {a.key for a in vocabulary.attributes if a.multi} if vocabulary else set()
         out: dict[str, Any] = {}
         for key, est in self.attributes.items():
-            shown = [v.replace("_", " ") for v in est.values] or [UNKNOWN]
+            shown = [v.replace("_", " ") for v in _most_confident_first(est)] or [UNKNOWN]
             out[labels.get(key, key.replace("_", " ").title())] = shown if key in multi else shown[0]
         out["Confidence Score"] = round(float(self.confidence), 4)
         return out
@@ -193,3 +236,9 @@ class FusedAttributes:
                    confidence=float(d.get("confidence", 0.0)), versions=dict(d.get("versions") or {}),
                    source_uri=d.get("source_uri"), notes=tuple(d.get("notes") or ()),
                    attributes={k: AttributeEstimate.from_dict(e) for k, e in d["attributes"].items()})
+
+
+def _most_confident_first(estimate: AttributeEstimate) -> list[str]:
+    """The values of an answer by their score, highest first (ties keep the answer's order)."""
+    order = {v: k for k, v in enumerate(estimate.values)}
+    return sorted(estimate.values, key=lambda v: (-estimate.scores.get(v, 0.0), order[v]))

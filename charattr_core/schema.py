@@ -40,12 +40,25 @@ class Value:
 
 
 @dataclass(frozen=True)
+class Override:
+    """A rule for two tags of one attribute on one character: `tag` wins over each of `over`
+    (they become dissent), for the reason `why`. Posts with several characters never use it."""
+
+    tag: str
+    over: tuple[str, ...]
+    why: str = ""
+
+
+@dataclass(frozen=True)
 class Attribute:
     key: str
     label: str
     multi: bool
     values: tuple[Value, ...]
     modifiers: tuple[str, ...] = ()
+    seed_label: str | None = None  # the seed's output key, where it differs from `label`
+    overrides: tuple[Override, ...] = ()
+    mixed_value: str | None = None  # answered when counting tags state different values (1boy 1girl)
 
     @property
     def value_names(self) -> tuple[str, ...]:
@@ -83,6 +96,8 @@ class Vocabulary:
     source: str
     tag_index: dict[str, tuple[TagHit, ...]] = field(repr=False, default_factory=dict)
     modifier_index: dict[str, str] = field(repr=False, default_factory=dict)
+    # Danbooru tag implications: tag -> the tags it implies (`very_long_hair` -> `long_hair`).
+    implications: dict[str, tuple[str, ...]] = field(repr=False, default_factory=dict)
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -94,9 +109,10 @@ class Vocabulary:
                 return a
         raise KeyError(f"unknown attribute {key!r}")
 
-    def labels(self) -> dict[str, str]:
-        """attribute key -> the seed's output key ("hair_color" -> "Hair Color")."""
-        return {a.key: a.label for a in self.attributes}
+    def labels(self, seed: bool = False) -> dict[str, str]:
+        """attribute key -> its output key ("hair_color" -> "Hair Color"); with `seed`, the seed's
+        key where the vocabulary keeps one as an alias ("skin_tone" -> "Ethnicity")."""
+        return {a.key: (a.seed_label or a.label) if seed else a.label for a in self.attributes}
 
     def allowed_values(self, key: str) -> frozenset[str]:
         return frozenset(self.attribute(key).value_names) | {UNKNOWN}
@@ -110,6 +126,22 @@ def _str_list(raw: object, where: str) -> tuple[str, ...]:
     return tuple(raw)
 
 
+# Columns of the output table that are not attributes; an attribute named like one of them, or
+# like another attribute's confidence column, would overwrite it.
+RESERVED_COLUMNS = frozenset({"image_id", "source_uri", "confidence", "strategy", "attribute_strategies", "evidence",
+                              "versions", "notes"})
+CONFIDENCE_SUFFIX = "_confidence"
+
+
+def _check_attribute_key(key: str, attributes: dict, source: str) -> None:
+    if key in RESERVED_COLUMNS:
+        raise ConfigError(f"Vocabulary attribute {key!r} in {source} is named like the output column {key!r}; "
+                          f"rename it (reserved names: {', '.join(sorted(RESERVED_COLUMNS))}).")
+    if key.endswith(CONFIDENCE_SUFFIX) and key[: -len(CONFIDENCE_SUFFIX)] in attributes:
+        raise ConfigError(f"Vocabulary attribute {key!r} in {source} is named like the confidence column of the "
+                          f"attribute {key[: -len(CONFIDENCE_SUFFIX)]!r}; rename it.")
+
+
 def _parse(data: dict, source: str) -> Vocabulary:
     raw_attrs = data.get("attributes")
     if not isinstance(raw_attrs, dict) or not raw_attrs:
@@ -118,10 +150,14 @@ def _parse(data: dict, source: str) -> Vocabulary:
     tag_index: dict[str, list[TagHit]] = {}
     modifier_index: dict[str, str] = {}
     for key, spec in raw_attrs.items():
+        _check_attribute_key(key, raw_attrs, source)
         if not isinstance(spec, dict) or not isinstance(spec.get("values"), dict) or not spec["values"]:
             raise ConfigError(f"Vocabulary attribute {key!r} in {source} needs a [attributes.{key}.values.*] table.")
         values = []
         for name, vspec in spec["values"].items():
+            if not isinstance(vspec, dict):
+                raise ConfigError(f"Vocabulary value attributes.{key}.values.{name} in {source} must be a table "
+                                  f"with tags and prompts, not {type(vspec).__name__} {vspec!r}.")
             if name == UNKNOWN:
                 raise ConfigError(f"Vocabulary attribute {key!r} lists {UNKNOWN!r}, which is always allowed and must not be listed.")
             where = f"attributes.{key}.values.{name}"
@@ -145,13 +181,25 @@ def _parse(data: dict, source: str) -> Vocabulary:
             modifier_index[tag] = key
         attributes.append(
             Attribute(key=key, label=str(spec.get("label", key.replace("_", " ").title())),
-                      multi=bool(spec.get("multi", False)), values=tuple(values), modifiers=modifiers)
+                      multi=bool(spec.get("multi", False)), values=tuple(values), modifiers=modifiers,
+                      seed_label=spec.get("seed_label"), overrides=_overrides(spec, key, source),
+                      mixed_value=_mixed_value(spec, key, values, source))
         )
     prompts = data.get("prompts", {})
+    if not isinstance(prompts, dict):
+        raise ConfigError(f"Vocabulary entry prompts in {source} must be a table.")
     templates = _str_list(prompts.get("templates"), "prompts.templates") or ("{}",)
-    if not all("{}" in t for t in templates):
-        raise ConfigError(f"Every prompt template in {source} must contain '{{}}'.")
+    for template in templates:
+        try:
+            ok = "{}" in template and template.format("x") is not None
+        except (KeyError, IndexError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"Prompt template {template!r} in {source} must contain '{{}}' (where the value's prompt "
+                              "goes) and no other {...} field.")
     context = data.get("context", {})
+    if not isinstance(context, dict) or not isinstance(context.get("aliases", {}), dict):
+        raise ConfigError(f"Vocabulary entry context in {source} must be a table, its aliases a table of strings.")
     # The fingerprint covers meaning, not formatting: reordering keys or comments keeps it.
     fingerprint = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
     return Vocabulary(
@@ -164,7 +212,31 @@ def _parse(data: dict, source: str) -> Vocabulary:
         source=source,
         tag_index={k: tuple(v) for k, v in tag_index.items()},
         modifier_index=modifier_index,
+        implications=_implications(data.get("implications", {}), source),
     )
+
+
+def _implications(raw: object, source: str) -> dict[str, tuple[str, ...]]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Vocabulary file {source}: [implications] must map a tag to the list of tags it implies.")
+    return {normalize_tag(tag): tuple(normalize_tag(t) for t in _str_list(implied, f"implications.{tag}"))
+            for tag, implied in raw.items()}
+
+
+def _overrides(spec: dict, key: str, source: str) -> tuple[Override, ...]:
+    raw = spec.get("overrides", [])
+    if not isinstance(raw, list) or not all(isinstance(r, dict) and isinstance(r.get("tag"), str) for r in raw):
+        raise ConfigError(f"Vocabulary attribute {key!r} in {source}: each [[attributes.{key}.overrides]] needs a tag.")
+    return tuple(Override(tag=normalize_tag(r["tag"]), why=str(r.get("why", "")),
+                          over=tuple(normalize_tag(t) for t in _str_list(r.get("over"), f"attributes.{key}.overrides.over")))
+                 for r in raw)
+
+
+def _mixed_value(spec: dict, key: str, values: list[Value], source: str) -> str | None:
+    mixed = spec.get("mixed_value")
+    if mixed is not None and mixed not in {v.name for v in values}:
+        raise ConfigError(f"Vocabulary attribute {key!r} in {source}: mixed_value {mixed!r} is not one of its values.")
+    return mixed
 
 
 @functools.lru_cache(maxsize=8)

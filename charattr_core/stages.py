@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Callable, Generic, Iterable, Iterator, Mapping, Sequence, TypeVar
@@ -18,6 +19,8 @@ from typing import Callable, Generic, Iterable, Iterator, Mapping, Sequence, Typ
 import numpy as np
 
 from .records import ClipEmbedding, ImageRecord, TagParse
+
+log = logging.getLogger(__name__)
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -110,8 +113,13 @@ def run_cached(
     keys = [(image_id(x), tags_digest(x) if tags_digest else None) for x in items]
     with gc_paused():  # one lookup for the batch; see gc_paused for why the collector waits
         cached = store.get_many(stage, stage_version, [i for i, _d in keys]) if store is not None else {}
-        results: dict[tuple[str, str | None], Out] = {
-            (i, c.payload.get(TAGS_DIGEST_FIELD)): codec.decode(i, c.payload, c.blob) for i, c in cached.items()}
+        results: dict[tuple[str, str | None], Out] = {}
+        for i, c in cached.items():
+            try:
+                results[(i, c.payload.get(TAGS_DIGEST_FIELD))] = codec.decode(i, c.payload, c.blob)
+            except Exception as exc:  # noqa: BLE001 - a malformed cached row is a miss, recomputed
+                log.warning("ignoring a malformed cached %s result for image %s (%s: %s); recomputing it",
+                            stage, i, type(exc).__name__, exc)
         del cached
     counts.skipped = sum(1 for k in keys if k in results)
     todo, todo_keys, seen = [], [], set(results)
@@ -201,6 +209,7 @@ def fuse_batch(
     thresholds,
     versions: dict[str, str],
     notes: tuple[str, ...] = (),
+    image_notes: Mapping[str, tuple[str, ...]] | None = None,
 ) -> list:
     """Fuse the signals of one batch of ok images into `FusedAttributes`, in input order.
 
@@ -208,6 +217,7 @@ def fuse_batch(
     `embeddings` its image_id to that stage's result; an image missing from either simply lacks
     that source. Zero-shot scores and probe predictions are computed here,
     vectorised over the batch, from the embeddings (no second trip through the image encoder).
+    `image_notes` adds notes to single images (why CLIP failed for this one).
     """
     from .fusion import FusionContext, fuse  # local: keeps this module importable on its own
     from .learning import visual_estimates
@@ -226,5 +236,5 @@ def fuse_batch(
         context = FusionContext.from_records(parse, r)
         fused.append(fuse(r.image_id, sources, vocabulary, strategy=strategy, thresholds=thresholds,
                           context=context, policy=policy, versions=versions, source_uri=r.source_uri,
-                          notes=notes))
+                          notes=notes + (image_notes or {}).get(r.image_id, ())))
     return fused

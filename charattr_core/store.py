@@ -151,12 +151,38 @@ def redact_url(url: str | URL) -> str:
     if isinstance(url, URL):
         text = url.render_as_string(hide_password=True)
     else:
+        # Everything between the scheme and the host goes first, whatever a parser makes of it:
+        # a password with an unencoded "@" (p@ss) would otherwise leave its tail in the host.
+        url = _redact_userinfo(str(url))
         try:
-            text = make_url(str(url)).render_as_string(hide_password=True)
+            text = make_url(url).render_as_string(hide_password=True)
         except Exception:  # not a URL at all: hide anything that looks like user:password@
-            return _QUERY_SECRET.sub(r"\1=***", _LOOSE_SECRET.sub(":***@", str(url)))
-    text = _USERINFO_SECRET.sub(r"\1***@", text)
+            return _QUERY_SECRET.sub(r"\1=***", _LOOSE_SECRET.sub(":***@", url))
+    text = _redact_userinfo(_USERINFO_SECRET.sub(r"\1***@", text))
     return _QUERY_SECRET.sub(r"\1=***", text)
+
+
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")  # greedy: up to the LAST "@" before the path
+
+
+def _redact_userinfo(text: str) -> str:
+    """`scheme://user:***@host...`: the user name is kept, everything else before the host hidden."""
+    match = _USERINFO.match(text)
+    if not match:
+        return text
+    user, colon, _secret = match.group(2).partition(":")
+    return f"{match.group(1)}{user}{':***' if colon else ''}@{text[match.end():]}"
+
+
+def _raw_secrets(url: str) -> list[str]:
+    """The password as written in `url` (up to the last "@" before the host), and each tail of it
+    after an "@": a driver that split it at the first "@" quotes the tail as part of the host."""
+    match = _USERINFO.match(url)
+    if not match or ":" not in match.group(2):
+        return []
+    secret = match.group(2).partition(":")[2]
+    tails = [secret.split("@", k)[-1] + "@" for k in range(1, secret.count("@") + 1)]
+    return [s for s in (secret, *tails) if s and s != "@"]
 
 
 def parse_database_url(url: str | URL) -> URL:
@@ -174,6 +200,9 @@ def parse_database_url(url: str | URL) -> URL:
             parsed = make_url(url.strip())
         except Exception:
             raise ConfigError(f"The database URL {redact_url(url)!r} cannot be parsed; {_URL_HELP}.") from None
+    if parsed.host and "@" in parsed.host:
+        raise ConfigError(f"The database URL {redact_url(url)!r} has an unencoded '@' before the host (in the "
+                          "password?); write '@' inside a password as %40.")
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     backend = parsed.get_backend_name()
@@ -274,7 +303,9 @@ class ResultStore:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         parsed = parse_database_url(url)
         self._backend = parsed.get_backend_name()
-        self._secrets = _secrets(parsed)
+        # Longest first, so that a tail of the password never leaves the rest of it in a message.
+        self._secrets = sorted({*_secrets(parsed), *(_raw_secrets(url) if isinstance(url, str) else ())},
+                               key=len, reverse=True)
         self._closed = False
         self._pid = os.getpid()
         if self._backend == "sqlite":
@@ -406,7 +437,7 @@ class ResultStore:
         text = str(orig).strip()
         line = next((part.strip() for part in text.splitlines() if part.strip()), type(orig).__name__)
         for secret in self._secrets:
-            line = line.replace(secret, "***")
+            line = line.replace(secret, "***@" if secret.endswith("@") else "***")
         return line[:300].rstrip(". ")
 
     def _is_transient(self, exc: sa_exc.DBAPIError) -> bool:
@@ -480,15 +511,17 @@ class ResultStore:
         _check_key("stage_version", stage_version)
         ids = _unique_ids(image_ids)
         t = stage_results
-        query = sa.select(t.c.image_id, t.c.payload, t.c.blob, t.c.created_at).where(
+        query = sa.select(t.c.image_id, _RAW_PAYLOAD, t.c.blob, t.c.created_at).where(
             t.c.stage == stage, t.c.stage_version == stage_version)
 
         def work(conn: Connection) -> dict[str, StoredResult]:
             found: dict[str, StoredResult] = {}
             for chunk in batched(ids, LOOKUP_CHUNK):
                 for row in conn.execute(query.where(t.c.image_id.in_(chunk))):
-                    found[row.image_id] = StoredResult(row.image_id, row.payload, _as_bytes(row.blob),
-                                                       _as_utc(row.created_at))
+                    payload = _payload_or_none(row.payload, row.image_id, stage)
+                    if payload is not None:  # a malformed row is a miss: recomputed and replaced
+                        found[row.image_id] = StoredResult(row.image_id, payload, _as_bytes(row.blob),
+                                                           _as_utc(row.created_at))
             return found
 
         return self._run(work, write=False, what=f"read {stage} results from")
@@ -594,7 +627,7 @@ class ResultStore:
         _check_key("stage_version", stage_version)
         _check_batch_size(batch_size)
         t = stage_results
-        base = (sa.select(t.c.image_id, t.c.payload, t.c.blob, t.c.created_at)
+        base = (sa.select(t.c.image_id, _RAW_PAYLOAD, t.c.blob, t.c.created_at)
                 .where(t.c.stage == stage, t.c.stage_version == stage_version)
                 .order_by(t.c.image_id).limit(batch_size))
         last: str | None = None
@@ -602,7 +635,9 @@ class ResultStore:
             query = base if last is None else base.where(t.c.image_id > last)
             page = self._run(lambda conn: conn.execute(query).all(), write=False, what=f"read {stage} results from")
             for row in page:
-                yield StoredResult(row.image_id, row.payload, _as_bytes(row.blob), _as_utc(row.created_at))
+                payload = _payload_or_none(row.payload, row.image_id, stage)
+                if payload is not None:
+                    yield StoredResult(row.image_id, payload, _as_bytes(row.blob), _as_utc(row.created_at))
             if len(page) < batch_size:
                 return
             last = page[-1].image_id
@@ -701,6 +736,23 @@ def _confidence_for(image_id: str, value: Any) -> float:
     if not np.isfinite(confidence):
         raise StoreError(f"The confidence of fused row for image {image_id} is {confidence}, not a finite number.")
     return confidence
+
+
+# The payload column read as stored (text on SQLite), so that one malformed row is decoded, and
+# skipped, on its own instead of failing the whole query inside SQLAlchemy's JSON processing.
+_RAW_PAYLOAD = sa.type_coerce(stage_results.c.payload, sa.Text).label("payload")
+
+
+def _payload_or_none(raw: Any, image_id: str, stage: str) -> dict[str, Any] | None:
+    """The decoded payload of one cached row; None (logged) when it is not a JSON object."""
+    try:
+        payload = json.loads(raw) if isinstance(raw, (str, bytes)) else raw
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        log.warning("ignoring a malformed cached %s result for image %s; it will be recomputed", stage, image_id)
+        return None
+    return payload
 
 
 def _as_bytes(blob: Any) -> bytes | None:

@@ -48,7 +48,7 @@ def test_batch_writes_every_format(capsys, demo_source, tmp_path, suffix):
     else:
         rows = [json.loads(line) for line in out_file.read_text().splitlines()]
         assert len(rows) == 24 and isinstance(rows[0]["hair_color"], list)
-    assert not out_file.with_name(out_file.name + ".tmp").exists()
+    assert not list(tmp_path.glob(f".{out_file.name}.*"))  # no temporary or lock file left
 
 
 @pytest.mark.parametrize("argv, exit_code, needle", [

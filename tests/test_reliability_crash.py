@@ -118,7 +118,7 @@ def test_charattr_batch_killed_then_rerun_loses_and_duplicates_nothing(fault, so
     assert _stage_counts(rerun.stderr, "fused_attributes") == (N_IMAGES - fused_cached, fused_cached)
     assert _stage_counts(rerun.stderr, "tag_parses") == (N_IMAGES - fused_cached - tags_cached, tags_cached)
     assert _stage_counts(rerun.stderr, "clip_embeddings") == (N_IMAGES - fused_cached - clip_cached, clip_cached)
-    assert not out.with_name(out.name + ".tmp").exists()
+    assert not list(tmp_path.glob(".out.parquet.*"))  # the killed run's temporary file is gone too
     _assert_output_and_database_agree(out, db_url, _image_ids(source))
 
 
