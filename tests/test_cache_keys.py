@@ -31,7 +31,6 @@ def test_the_fused_key_covers_every_setting_of_the_policy_and_the_thresholds():
         "exploration": FusionPolicy(VOCAB, exploration=0.5),
         "policy thresholds": FusionPolicy(VOCAB, thresholds=Thresholds(0.7, 0.3)),
         "actions": FusionPolicy(VOCAB, actions=("confidence_weighted", "tags_only")),
-        "model": FusionPolicy(VOCAB, model_key="charattr-tiny/random"),
     }
     keys = {name: _key(p) for name, p in variants.items()}
     assert all(k != _key(base) for k in keys.values()), keys
@@ -41,6 +40,11 @@ def test_the_fused_key_covers_every_setting_of_the_policy_and_the_thresholds():
     assert _key(thresholds=Thresholds(0.8, 0.2)) != _key()
     assert _key(strategy="tag_priority") != _key()
     assert _key(model_key="charattr-tiny/random") != _key()
+
+
+def test_the_fused_key_covers_the_model_a_policy_was_trained_for():
+    trained_for_tiny = FusionPolicy(VOCAB, model_key="charattr-tiny/random")
+    assert _key(trained_for_tiny) != _key(FusionPolicy(VOCAB))
 
 
 def _png(color) -> bytes:
