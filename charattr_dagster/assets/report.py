@@ -9,6 +9,7 @@ UI, and a standalone HTML report (plus the PNGs) under the reports folder.
 import html
 import json
 import os
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
@@ -112,10 +113,15 @@ def known_labels(source_path: str, labels_path: str | None, vocabulary: Vocabula
     return labels, ", ".join(origins) or None
 
 
+# Notes are joined with "; ", which reasons may contain too: split at the known prefixes only.
+_NOTE_PREFIXES = "clip unavailable|probes not used|policy not used|clip embedding missing"
+_NOTE = re.compile(rf"({_NOTE_PREFIXES}): (.*?)(?=; (?:{_NOTE_PREFIXES}): |$)")
+
+
 def signals_of(versions: Mapping[str, str], notes: str) -> tuple[str, str, str]:
     """(clip, probes, policy) of one fused row, each "used: ..." or "not used: why", from the versions
     that made it and its notes."""
-    reasons = dict(note.split(": ", 1) for note in notes.split("; ") if ": " in note)
+    reasons = {m.group(1): m.group(2) for m in _NOTE.finditer(notes)}
     clip = versions.get("clip_embeddings")
     policy = versions.get("fusion_policy")
     return (f"used: {clip.split('+', 1)[-1]}" if clip else f"not used: {reasons.get('clip unavailable', 'off')}",

@@ -115,5 +115,5 @@ def test_a_policy_trained_with_one_model_is_not_used_or_reported_by_a_run_withou
     report = materialization(run_job(without_clip, instance, "report"), "attribute_report")
     assert report["signals"] == [{"clip": "not used: " + "CLIP disabled by configuration (CHARATTR_USE_CLIP=0 or "
                                   "charattr run --no-clip)", "probes": report["signals"][0]["probes"],
-                                  "policy": f"not used: {reason}", "images": len(rows)}]
+                                  "policy": f"not used: {reason}; retrain it", "images": len(rows)}]
     assert "## Signals used" in report["report"] and reason in report["report"]
