@@ -78,6 +78,7 @@ class Pipeline:
         self._clip = clip_model
         self._clip_key: str | None = clip_model.model_key if clip_model is not None else None
         self._artefacts_for: tuple | None = None  # (model key, probes, policy, SignalsUsed)
+        self._check_artefact_paths()
         self.clip_unavailable: str | None = None if config.use_clip else "CLIP disabled by configuration"
         self._text_embeddings = None
 
@@ -87,6 +88,17 @@ class Pipeline:
         if self.config.database_url.startswith("sqlite:///"):
             Path(self.config.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return ResultStore(self.config.database_url)
+
+    def _check_artefact_paths(self) -> None:
+        """A probes or policy path that names nothing stops the run now, with one sentence (whether
+        the artefact fits this run's model is decided later, once the model key is known)."""
+        from .artifacts import artifact_paths
+
+        for path, stem, what in ((self.config.probes_path, "probes", "attribute probes"),
+                                 (self.config.policy_path if self.config.use_rl else None, "policy", "fusion policy")):
+            if path and not all(p.is_file() for p in artifact_paths(path, stem)):
+                tensors, meta = artifact_paths(path, stem)
+                raise ConfigError(f"No {what} at {path} (expected {meta.name} and {tensors.name}).")
 
     @property
     def probes(self):

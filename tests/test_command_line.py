@@ -59,6 +59,8 @@ def test_batch_writes_every_format(capsys, demo_source, tmp_path, suffix):
     (["batch", ".", "--out", "x.csv", "--strategy", "magic"], 2, "invalid choice"),
     (["extract", "x.png", "--threshold", "lots"], 2, "invalid float"),
     (["frobnicate"], 2, "invalid choice"),
+    (["batch", ".", "--out", "/tmp/i9-never.csv", "--no-clip", "--no-cache", "--policy", "/no/policy"], 1,
+     "No fusion policy at /no/policy"),
 ])
 def test_bad_arguments_give_one_line_and_nonzero_exit(capsys, argv, exit_code, needle):
     try:
