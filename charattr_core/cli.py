@@ -1,6 +1,6 @@
 """The `charattr` command.
 
-    charattr extract IMAGE [--tags "1girl blonde_hair"]   one image -> JSON
+    charattr extract IMAGE [--tags "1girl blonde_hair"]   one image (tags: --tags, else its sidecar) -> JSON
     charattr batch PATH --out results.parquet|csv|jsonl    a folder / Parquet / tar source -> table
                         [--failures failed.csv]           (+ the images that failed, and why)
     charattr demo-data DIR                                 the bundled synthetic sample
@@ -93,7 +93,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     if not Path(args.image).is_file():
         raise ConfigError(f"Image file {args.image} does not exist.")
     with create_pipeline(config_from_args(args)) as pipe:
-        result = pipe.extract_from_image(args.image, tags=args.tags)
+        result = pipe.extract_from_image(args.image, tags=args.tags, require_signal=True)
         out = result.to_flat() if args.flat else result.to_dict(pipe.vocabulary)
         if not args.flat:
             out["evidence"] = {k: list(e.evidence) for k, e in result.attributes.items() if e.evidence}
@@ -153,6 +153,8 @@ def _print_summary(summary, written: int) -> None:
         print(f"  {stage}: {counts.computed} computed, {counts.skipped} from cache, {counts.failed} failed", file=err)
     for reason, n in sorted(summary.failure_reasons.items(), key=lambda kv: -kv[1]):
         print(f"  failed: {n} x {reason}", file=err)
+    for signal, state in summary.signals.items():
+        print(f"  {signal}: {state}", file=err)
     for note in summary.notes:
         print(f"  note: {note}", file=err)
 
@@ -252,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("extract", help="attributes of one image, as JSON")
     p.add_argument("image", help="an image file")
-    p.add_argument("--tags", help='its tags, e.g. "1girl blonde_hair" or "long hair, red eyes"')
+    p.add_argument("--tags", help='its tags, e.g. "1girl blonde_hair" or "long hair, red eyes" '
+                   '(default: its sidecar file, IMAGE.txt or <stem>.txt, as `batch` reads it)')
     p.add_argument("--flat", action="store_true", help="the flat row (with per-attribute confidence) instead")
     _add_pipeline_options(p)
     p.set_defaults(func=_cmd_extract)

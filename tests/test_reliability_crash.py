@@ -70,7 +70,8 @@ def _assert_output_and_database_agree(out: Path, db_url: str, expected_ids: set[
         versions = store.stage_versions("fused_attributes")
         assert len(versions) == 1, versions
         assert store.count("fused_attributes") == len(expected_ids)  # exactly one cached result per image
-        cached = store.get_many("fused_attributes", versions[0], ids)
+        # keyed by image and tags: read them all back (one per image here, each with its own tags)
+        cached = {r.image_id: r for r in store.iter_results("fused_attributes", versions[0])}
     assert set(cached) == expected_ids
     for row in rows:
         _assert_same_result(cached[row["image_id"]].payload, row)
