@@ -258,18 +258,14 @@ def print_summary(summary: GraphRunSummary, settings: Settings, home: Path, writ
 
 
 def validate_settings(settings: Settings) -> None:
-    """Fail early, with one sentence, on settings that would only fail inside a run."""
-    from charattr_core.config import PipelineConfig
+    """Fail early, with one sentence, on settings that would only fail inside a run (the values
+    themselves were validated when `settings` was built)."""
     from charattr_core.sources import open_source
     from charattr_core.store import ResultStore
 
     from .versions import code_versions
 
     open_source(settings.source)
-    PipelineConfig.from_mapping({"vocabulary": settings.vocabulary, "fusion_strategy": settings.fusion_strategy,
-                                 "device": settings.device, "max_image_pixels": settings.max_image_pixels})
-    if settings.labels and not Path(settings.labels).is_file():
-        raise ConfigError(f"Labels file {settings.labels} does not exist.")
     if settings.database_url.startswith("sqlite:///"):
         Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     ResultStore(settings.database_url).close()

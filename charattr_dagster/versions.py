@@ -65,13 +65,18 @@ def code_versions(settings: Settings) -> CodeVersions:
     clip = clip_stage_version(model_key_of(settings.model_name, settings.pretrained)) if settings.use_clip \
         else CLIP_DISABLED_VERSION
     tags = tags_stage_version(vocabulary)
-    fused_inputs = "|".join([tags, clip, settings.fusion_strategy])
+    # The thresholds decide the probes' training labels, the policy's examples, every fused value
+    # and so the report: changing them marks those assets stale.
+    thresholds = f"t{settings.confidence_threshold}/{settings.low_confidence_threshold}"
+    fused_inputs = "|".join([tags, clip, settings.fusion_strategy, thresholds,
+                             f"policy={int(settings.use_learned_policy)}"])
+    fused = f"{FUSED_CODE_VERSION}+{hashlib.sha256(fused_inputs.encode()).hexdigest()[:12]}"
     return CodeVersions(
         raw_images=raw_images_stage_version(settings.max_image_pixels),
         tag_parses=tags,
         clip_embeddings=clip,
-        attribute_probes=f"probes-{PROBES_CODE_VERSION}+{clip}+{vocab}",
-        fusion_policy=f"policy-{POLICY_CODE_VERSION}+{vocab}+{settings.fusion_strategy}",
-        fused_attributes=f"{FUSED_CODE_VERSION}+{hashlib.sha256(fused_inputs.encode()).hexdigest()[:12]}",
-        attribute_report=REPORT_CODE_VERSION,
+        attribute_probes=f"probes-{PROBES_CODE_VERSION}+{clip}+{vocab}+{thresholds}",
+        fusion_policy=f"policy-{POLICY_CODE_VERSION}+{vocab}+{settings.fusion_strategy}+{thresholds}",
+        fused_attributes=fused,
+        attribute_report=f"{REPORT_CODE_VERSION}+{fused.split('+')[-1]}",
     )

@@ -125,7 +125,7 @@ def build_attribute_probes(code_version: str) -> dg.AssetsDefinition:
 
         def make_batches() -> Iterator[ProbeBatch]:
             return probe_batches((batch for shard in shards for batch in
-                                  iter_signals(warehouse, shard, keep=is_probe_train, batch_size=settings.batch_size)),
+                                  iter_signals(warehouse, shard, keep=is_probe_train, batch_size=settings.stage_batch_size)),
                                  is_probe_train)
 
         probes = train_probes(make_batches, vocabulary, model_key, accept=config.confidence_threshold)
@@ -224,12 +224,12 @@ def build_fusion_policy(code_version: str) -> dg.AssetsDefinition:
         thresholds = Thresholds.from_config(config)
         probes = load_probes(warehouse, vocabulary, model_key)
         scorer = lazy_zero_shot(clip, vocabulary)
-        user_labels = load_labels(settings.labels_path, vocabulary) if settings.labels_path else {}
+        user_labels = load_labels(settings.labels, vocabulary) if settings.labels else {}
         folder = warehouse.asset_dir(FUSION_POLICY)
 
         # Online learning: keep the saved statistics when everything they were learnt from still holds.
         signature = {"model": model_key, "probes": probes.probes_version if probes else None,
-                     "thresholds": [thresholds.accept, thresholds.low], "labels": settings.labels_path,
+                     "thresholds": [thresholds.accept, thresholds.low], "labels": settings.labels,
                      "default_strategy": config.fusion_strategy}
         stamps = {k: _content_stamp(warehouse.path(TAG_PARSES, k), warehouse.path(CLIP_EMBEDDINGS, k)) for k in shards}
         state_file = folder / TRAINING_STATE
@@ -241,12 +241,12 @@ def build_fusion_policy(code_version: str) -> dg.AssetsDefinition:
         new_shards = [k for k in shards if k not in seen] if warm else shards
         candidate = train_policy(  # warm start from a second copy: training updates it in place
             _examples(warehouse, new_shards, "policy_train", vocabulary, scorer, probes, user_labels,
-                      thresholds.accept, settings.batch_size),
+                      thresholds.accept, settings.stage_batch_size),
             vocabulary, previous=load_policy(warehouse, vocabulary) if warm else None, thresholds=thresholds,
             default_strategy=config.fusion_strategy)
 
         report = evaluate(_examples(warehouse, shards, "holdout", vocabulary, scorer, probes, user_labels,
-                                    thresholds.accept, settings.batch_size, limit=settings.max_eval_images),
+                                    thresholds.accept, settings.stage_batch_size, limit=settings.max_eval_images),
                           vocabulary, policy=candidate, thresholds=thresholds, n_bootstrap=settings.eval_bootstrap,
                           choosers={CURRENT_POLICY: current} if current is not None else None)
         verdict = judge_candidate(report, has_current=current is not None)

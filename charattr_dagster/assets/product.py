@@ -101,7 +101,7 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
             counts = StageCounts()
             with warehouse.writer(FUSED_ATTRIBUTES, shard, schema) as out:
                 for batch in iter_signals(warehouse, shard, with_embeddings=unavailable is None,
-                                          batch_size=settings.batch_size):
+                                          batch_size=settings.stage_batch_size):
                     records = [s.record for s in batch]
                     parses = {s.record.source_uri: s.tag_parse for s in batch if s.tag_parse is not None}
                     embeddings = {s.record.image_id: s.embedding for s in batch if s.embedding is not None}
