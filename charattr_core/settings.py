@@ -35,6 +35,7 @@ from typing import Any, Literal, Mapping, Optional, get_args, get_origin
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .namespaces import source_folder, source_namespace
 
 FIXED_STRATEGIES = (
     "conservative_clip", "aggressive_clip", "tag_priority", "visual_priority",
@@ -289,6 +290,11 @@ class Settings(BaseModel):
         """This source's own folder under `data_dir` (warehouse, reports, Dagster instance)."""
         return source_folder(self.data_dir, Path(self.source))
 
+    @property
+    def dagster_home(self) -> Path:
+        """This source's own Dagster instance, used unless $DAGSTER_HOME names another."""
+        return self.source_dir / "dagster_home"
+
     # Older names (the seed's `use_rl`; `batch_size` meant the CLIP batch), still readable.
     @property
     def use_rl(self) -> bool:
@@ -322,18 +328,6 @@ def _checked_env(env: Mapping[str, str] | None) -> Mapping[str, str]:
         if (env.get(old) or "").strip():
             raise ConfigError(f"Environment variable {old} is no longer read; set {new} instead.")
     return env
-
-
-def source_namespace(source: str | Path) -> str:
-    """`<readable name>-<8 hex of the resolved path's hash>`: distinct for distinct sources, the
-    same for the same source however it is spelled (relative, trailing slash, symlinked parent)."""
-    path = Path(source).expanduser().resolve()
-    name = re.sub(r"[^a-z0-9]+", "-", path.stem.lower()).strip("-")[:40] or "source"
-    return f"{name}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
-
-
-def source_folder(data_dir: Path, source: Path) -> Path:
-    return Path(data_dir) / "sources" / source_namespace(source)
 
 
 def derived_locations(data_dir: str | Path | None, source: str | Path | None) -> dict[str, Any]:
@@ -464,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m charattr_core.settings",
                                      description="Print charattr's settings table (Markdown) or current values.")
     parser.add_argument("--markdown", action="store_true", help="the README's settings table")
+    parser.add_argument("--dagster-home", action="store_true",
+                        help="the Dagster instance of the source that CHARATTR_SOURCE names (for `make ui`)")
     args = parser.parse_args(argv)
     if args.markdown:
         sys.stdout.write(markdown_table())
@@ -473,6 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"charattr: error: {exc}\n")
         return 1
+    if args.dagster_home:
+        print(os.environ.get("DAGSTER_HOME") or current.dagster_home)
+        return 0
     for name in _INFO:
         print(f"{name} = {getattr(current, name)!r}")
     return 0

@@ -6,7 +6,9 @@ URL (a GPU box or a cluster). Both speak the same SQLAlchemy Core schema:
 - `stage_results`: the cache. One row per `(image_id, stage, stage_version)` with a JSON payload
   and an optional binary blob (e.g. a float16 embedding). A re-run asks `existing_ids()` and
   skips what is there.
-- `fused_attributes`: the product users query. One row per `(image_id, stage_version)`.
+- `fused_attributes`: the product users query. One row per `(image_id, stage_version,
+  source_namespace)`: each source's product is its own (one source, one namespace), even where
+  two sources hold the same image; `source_namespace` is "" for rows written without one.
 - `schema_version`: one row per applied schema version, so later releases can migrate.
 
 Guarantees:
@@ -59,7 +61,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: source_namespace in the key of fused_attributes
 LOOKUP_CHUNK = 500  # ids per IN (...) query: well under SQLite's bound-variable limit (999 on old builds)
 WRITE_CHUNK = 500  # rows per executemany inside one put transaction
 SQLITE_BUSY_TIMEOUT_S = 30.0  # how long SQLite itself waits for another writer's lock
@@ -103,12 +105,13 @@ fused_attributes = sa.Table(
     "fused_attributes", metadata,
     sa.Column("image_id", sa.Text, nullable=False),
     sa.Column("stage_version", sa.Text, nullable=False),
+    sa.Column("source_namespace", sa.Text, nullable=False, server_default=""),
     sa.Column("source_uri", sa.Text, nullable=True),
     sa.Column("confidence", sa.Float, nullable=False),
     sa.Column("strategy", sa.Text, nullable=False),
     sa.Column("payload", sa.JSON, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint("image_id", "stage_version", name="pk_fused_attributes"),
+    sa.PrimaryKeyConstraint("image_id", "stage_version", "source_namespace", name="pk_fused_attributes"),
     # "the product of one version", in id order: what users query and what iter_fused pages through
     sa.Index("ix_fused_attributes_version_image", "stage_version", "image_id"),
 )
@@ -120,8 +123,26 @@ schema_version = sa.Table(
     sa.PrimaryKeyConstraint("version", name="pk_schema_version"),
 )
 
-# Steps from version v-1 to v; empty until the schema first changes.
-_MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+
+def _add_source_namespace(conn: Connection) -> None:
+    """Version 1 -> 2: `source_namespace` joins the key of `fused_attributes` ("" for old rows)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ALTER TABLE fused_attributes ADD COLUMN source_namespace TEXT NOT NULL DEFAULT ''")
+        conn.exec_driver_sql("ALTER TABLE fused_attributes DROP CONSTRAINT pk_fused_attributes")
+        conn.exec_driver_sql("ALTER TABLE fused_attributes ADD CONSTRAINT pk_fused_attributes "
+                             "PRIMARY KEY (image_id, stage_version, source_namespace)")
+        return
+    # SQLite cannot change a primary key: copy the table into its new shape.
+    conn.exec_driver_sql("DROP INDEX IF EXISTS ix_fused_attributes_version_image")
+    conn.exec_driver_sql("ALTER TABLE fused_attributes RENAME TO fused_attributes_v1")
+    fused_attributes.create(conn)
+    columns = ", ".join(c.name for c in fused_attributes.columns if c.name != "source_namespace")
+    conn.exec_driver_sql(f"INSERT INTO fused_attributes ({columns}) SELECT {columns} FROM fused_attributes_v1")
+    conn.exec_driver_sql("DROP TABLE fused_attributes_v1")
+
+
+# Steps from version v-1 to v.
+_MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_source_namespace}
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +314,7 @@ class ResultStore:
             raise
         self._upsert_stage = self._upsert(stage_results, ("image_id", "stage", "stage_version"),
                                           ("payload", "blob", "created_at"))
-        self._upsert_fused = self._upsert(fused_attributes, ("image_id", "stage_version"),
+        self._upsert_fused = self._upsert(fused_attributes, ("image_id", "stage_version", "source_namespace"),
                                           ("source_uri", "confidence", "strategy", "payload", "created_at"))
         log.debug("Opened the results database at %s", redact_url(self._url))
 
@@ -509,12 +530,14 @@ class ResultStore:
 
         return self._run(work, write=False, what=f"look up {stage} results in")
 
-    def fused_ids(self, stage_version: str, image_ids: Iterable[str]) -> set[str]:
-        """Those of `image_ids` that have a row of `stage_version` in the `fused_attributes` table."""
+    def fused_ids(self, stage_version: str, image_ids: Iterable[str], *, source_namespace: str = "") -> set[str]:
+        """Those of `image_ids` that have a row of `stage_version` in the `fused_attributes` table,
+        in the product of `source_namespace`."""
         _check_key("stage_version", stage_version)
         ids = _unique_ids(image_ids)
         t = fused_attributes
-        query = sa.select(t.c.image_id).where(t.c.stage_version == stage_version)
+        query = sa.select(t.c.image_id).where(t.c.stage_version == stage_version,
+                                              t.c.source_namespace == source_namespace)
 
         def work(conn: Connection) -> set[str]:
             found: set[str] = set()
@@ -553,8 +576,9 @@ class ResultStore:
                       write=True, what=f"write {len(params)} {stage} results to")
         return len(params)
 
-    def put_fused(self, stage_version: str, rows: Iterable[Mapping[str, Any]]) -> int:
-        """Upsert fused rows (`image_id`, `source_uri`, `confidence`, `strategy`, `payload`) in ONE transaction.
+    def put_fused(self, stage_version: str, rows: Iterable[Mapping[str, Any]], *, source_namespace: str = "") -> int:
+        """Upsert fused rows (`image_id`, `source_uri`, `confidence`, `strategy`, `payload`) in ONE
+        transaction, into the product of `source_namespace` (`charattr_core.namespaces`).
 
         Same guarantees as `put_many`. `payload` is typically `FusedAttributes.to_record()`.
         """
@@ -569,7 +593,7 @@ class ResultStore:
                 raise StoreError(f"Fused row for image {image_id} has no {', '.join(missing)}.")
             _check_key(f"The strategy of fused row for image {image_id}", row["strategy"])
             by_id[image_id] = {"image_id": image_id, "stage_version": stage_version,
-                               "source_uri": row.get("source_uri"),
+                               "source_namespace": source_namespace, "source_uri": row.get("source_uri"),
                                "confidence": _confidence_for(image_id, row["confidence"]),
                                "strategy": row["strategy"], "payload": _encode_for(image_id, "fused", row["payload"]),
                                "created_at": now}
@@ -607,22 +631,27 @@ class ResultStore:
                 return
             last = page[-1].image_id
 
-    def iter_fused(self, stage_version: str | None = None, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
-        """Stream fused rows (all versions, or one) as dicts with the columns of `fused_attributes`.
+    def iter_fused(self, stage_version: str | None = None, batch_size: int = 1000, *,
+                   source_namespace: str | None = None) -> Iterator[dict[str, Any]]:
+        """Stream fused rows (all versions, or one; all sources, or one namespace) as dicts with
+        the columns of `fused_attributes`.
 
-        Ordered by (stage_version, image_id); reads `batch_size` rows per query (keyset pagination).
+        Ordered by (stage_version, image_id, source_namespace); reads `batch_size` rows per query
+        (keyset pagination).
         """
         if stage_version is not None:
             _check_key("stage_version", stage_version)
         _check_batch_size(batch_size)
         t = fused_attributes
-        base = sa.select(t).order_by(t.c.stage_version, t.c.image_id).limit(batch_size)
+        base = sa.select(t).order_by(t.c.stage_version, t.c.image_id, t.c.source_namespace).limit(batch_size)
         if stage_version is not None:
             base = base.where(t.c.stage_version == stage_version)
-        last: tuple[str, str] | None = None
+        if source_namespace is not None:
+            base = base.where(t.c.source_namespace == source_namespace)
+        last: tuple[str, str, str] | None = None
         while True:
             query = base if last is None else base.where(
-                sa.tuple_(t.c.stage_version, t.c.image_id) > sa.tuple_(*last))
+                sa.tuple_(t.c.stage_version, t.c.image_id, t.c.source_namespace) > sa.tuple_(*last))
             page = self._run(lambda conn: conn.execute(query).all(), write=False, what="read fused rows from")
             for row in page:
                 record = row._asdict()
@@ -630,7 +659,7 @@ class ResultStore:
                 yield record
             if len(page) < batch_size:
                 return
-            last = (page[-1].stage_version, page[-1].image_id)
+            last = (page[-1].stage_version, page[-1].image_id, page[-1].source_namespace)
 
     def count(self, stage: str | None = None, stage_version: str | None = None) -> int:
         """Number of cached stage results, optionally for one stage and/or one stage version."""
@@ -642,12 +671,14 @@ class ResultStore:
             query = query.where(t.c.stage_version == stage_version)
         return int(self._run(lambda conn: conn.execute(query).scalar_one(), write=False, what="count results in"))
 
-    def count_fused(self, stage_version: str | None = None) -> int:
-        """Number of fused rows, optionally for one stage version."""
+    def count_fused(self, stage_version: str | None = None, *, source_namespace: str | None = None) -> int:
+        """Number of fused rows, optionally for one stage version and/or one source namespace."""
         t = fused_attributes
         query = sa.select(sa.func.count()).select_from(t)
         if stage_version is not None:
             query = query.where(t.c.stage_version == stage_version)
+        if source_namespace is not None:
+            query = query.where(t.c.source_namespace == source_namespace)
         return int(self._run(lambda conn: conn.execute(query).scalar_one(), write=False, what="count fused rows in"))
 
     def stage_versions(self, stage: str) -> list[str]:

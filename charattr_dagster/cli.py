@@ -16,9 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "run", help="materialize the Dagster asset graph over a folder, Parquet files or tar shards",
         description="Register the source's shards as partitions and materialize every asset (raw_images -> "
-                    "attribute_report) into a persistent Dagster instance ($DAGSTER_HOME, default "
-                    "data/dagster_home); then `dagster dev -w workspace.yaml` shows the runs and lineage. "
-                    "Settings default to the CHARATTR_* environment variables.")
+                    "attribute_report) into a persistent Dagster instance: $DAGSTER_HOME, else the source's "
+                    "own, <data_dir>/sources/<name>-<hash>/dagster_home, beside its warehouse and reports (one "
+                    "source, one namespace); then the `dagster dev` line printed at the end shows the runs and "
+                    "lineage. Settings default to the CHARATTR_* environment variables.")
     p.add_argument("source", help="folder with sidecar .txt tags, Parquet file/folder, or WebDataset tars")
     add_options(p, GRAPH)  # every setting of the graph, generated from charattr_core.settings
     p.set_defaults(func=run_command)
@@ -36,11 +37,15 @@ def run_command(args: argparse.Namespace) -> int:
     cannot work raise `ConfigError` before anything runs (printed as one line by the CLI)."""
     import dagster as dg
 
-    from .runner import dagster_home, print_summary, run_graph, validate_settings
+    from charattr_core.namespaces import claim
+
+    from .runner import dagster_home, print_summary, run_graph, source_claims, validate_settings
 
     settings = settings_from_args(args)
     validate_settings(settings)
-    home = dagster_home()
+    home = dagster_home(settings)
+    for folder, _what, _fix in source_claims(settings):
+        claim(folder, settings.source)
     with dg.DagsterInstance.get() as instance:
         summary = run_graph(settings, instance, verbose=getattr(args, "verbose", False), progress=_stderr)
     print_summary(summary, settings, home, _stderr)

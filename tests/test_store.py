@@ -200,8 +200,52 @@ def test_put_fused_upserts_and_iter_fused_streams(store_url):
     assert only_f1[0]["confidence"] == 0.75 and only_f1[0]["source_uri"] == "file:///img-00000.png"
     assert [(r["stage_version"], r["image_id"]) for r in everything] == \
         [("f1", i) for i in _ids(12)] + [("f2", i) for i in _ids(5)]
-    assert set(everything[0]) == {"image_id", "stage_version", "source_uri", "confidence", "strategy",
-                                  "payload", "created_at"}
+    assert set(everything[0]) == {"image_id", "stage_version", "source_namespace", "source_uri", "confidence",
+                                  "strategy", "payload", "created_at"}
+
+
+def test_each_source_namespace_keeps_its_own_product_rows(store_url):
+    """One source, one namespace: the same image fused for two sources is two rows, and writing
+    one source's product never replaces or shows up in the other's."""
+    with ResultStore(store_url) as store:
+        store.put_fused("f1", _fused(_ids(3), version_tag="a"), source_namespace="a-11111111")
+        store.put_fused("f1", _fused(_ids(2), version_tag="b"), source_namespace="b-22222222")
+        assert store.count_fused("f1") == 5
+        assert store.count_fused(source_namespace="a-11111111") == 3
+        assert store.fused_ids("f1", _ids(3), source_namespace="b-22222222") == set(_ids(2))
+        a_rows = list(store.iter_fused("f1", batch_size=2, source_namespace="a-11111111"))
+        both = list(store.iter_fused(batch_size=2))  # pages through rows that share (version, image_id)
+    assert [r["payload"]["tag"] for r in a_rows] == ["a"] * 3
+    assert {r["source_namespace"] for r in a_rows} == {"a-11111111"}
+    assert sorted((r["image_id"], r["source_namespace"]) for r in both) == sorted(
+        [(i, "a-11111111") for i in _ids(3)] + [(i, "b-22222222") for i in _ids(2)])
+
+
+def test_a_version_1_database_is_migrated_and_keeps_its_rows(tmp_path):
+    """A results database written before source namespaces (schema 1) opens, keeps its product
+    rows (under the namespace ""), and then takes rows of several sources."""
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript("""
+            CREATE TABLE stage_results (image_id TEXT NOT NULL, stage TEXT NOT NULL, stage_version TEXT NOT NULL,
+                payload JSON NOT NULL, blob BLOB, created_at DATETIME NOT NULL,
+                CONSTRAINT pk_stage_results PRIMARY KEY (image_id, stage, stage_version));
+            CREATE TABLE fused_attributes (image_id TEXT NOT NULL, stage_version TEXT NOT NULL, source_uri TEXT,
+                confidence FLOAT NOT NULL, strategy TEXT NOT NULL, payload JSON NOT NULL, created_at DATETIME NOT NULL,
+                CONSTRAINT pk_fused_attributes PRIMARY KEY (image_id, stage_version));
+            CREATE INDEX ix_fused_attributes_version_image ON fused_attributes (stage_version, image_id);
+            CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at DATETIME NOT NULL,
+                CONSTRAINT pk_schema_version PRIMARY KEY (version));
+            INSERT INTO schema_version VALUES (1, '2026-01-01 00:00:00');
+            INSERT INTO fused_attributes VALUES ('old', 'f1', 'file:///old.png', 0.5, 'tag_priority', '{}',
+                                                 '2026-01-01 00:00:00');
+        """)
+    with ResultStore(f"sqlite:///{path}") as store:
+        assert [(r["image_id"], r["source_namespace"]) for r in store.iter_fused()] == [("old", "")]
+        store.put_fused("f1", _fused(["old"]), source_namespace="a-11111111")
+        assert store.count_fused("f1") == 2
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == store_module.SCHEMA_VERSION
 
 
 @pytest.mark.parametrize("bad_row, fragment", [
@@ -427,7 +471,7 @@ def test_postgres_reconnects_after_the_server_drops_its_connections(store_url):
 def test_schema_version_is_recorded_and_a_newer_schema_is_refused(store_url):
     with ResultStore(store_url) as store:
         with store.engine.begin() as conn:
-            assert conn.execute(sa.select(schema_version.c.version)).scalars().all() == [store_module.SCHEMA_VERSION]
+            assert conn.execute(sa.select(schema_version.c.version)).scalars().all() == list(range(1, store_module.SCHEMA_VERSION + 1))
             conn.execute(sa.insert(schema_version).values(version=99, applied_at=datetime.now(timezone.utc)))
     with pytest.raises(StoreError, match="schema version 99.*upgrade charattr") as info:
         ResultStore(store_url)

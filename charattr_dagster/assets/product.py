@@ -23,7 +23,7 @@ from ..asset_keys import (ATTRIBUTE_PROBES, CLIP_EMBEDDINGS, FUSED_ATTRIBUTES, F
                           TAG_PARSES)
 from ..metadata import StageLedger
 from ..partitions import shards_partitions
-from ..resources import STORE_RETRY_POLICY, ClipModelResource, PipelineSettings, ResultStoreResource
+from ..resources import STORE_RETRY_POLICY, ClipModelResource, PipelineSettings, ResultStoreResource, SourceResource
 from ..tables import iter_signals
 from ..warehouse import Warehouse
 from .learning import load_policy, load_probes
@@ -75,13 +75,14 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
     )
     def fused_attributes(context: AssetExecutionContext, clip: ClipModelResource,
                          results_store: ResultStoreResource, warehouse: Warehouse,
-                         settings: PipelineSettings) -> dg.MaterializeResult:
+                         settings: PipelineSettings, source: SourceResource) -> dg.MaterializeResult:
         from charattr_core.fusion import Thresholds
         from charattr_core.writers import fused_arrow_schema
 
         config = settings.pipeline_config()
         vocabulary, thresholds = settings.load_vocabulary(), Thresholds.from_config(config)
         store = results_store.open()
+        namespace = source.namespace()  # this source's rows in the product table (one source, one namespace)
         unavailable = clip.unavailable_reason()
         model_key = None if unavailable else clip.model_key()
         probes = load_probes(warehouse, vocabulary, model_key)
@@ -129,10 +130,10 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
                     # The product table gets what it lacks: rows fused now, and cached rows missing
                     # after a crash between the two writes. A re-run then writes nothing.
                     cached = [f.image_id for f in fused if f.image_id not in fresh]
-                    present = store.fused_ids(version, cached) if cached else set()
+                    present = store.fused_ids(version, cached, source_namespace=namespace) if cached else set()
                     needed = [_store_row(f) for f in fused if f.image_id in fresh or f.image_id not in present]
                     if needed:
-                        database_rows += store.put_fused(version, needed)
+                        database_rows += store.put_fused(version, needed, source_namespace=namespace)
             ledger.add(shard, counts, out.rows)
         metadata = ledger.metadata()
         metadata.update({
@@ -140,6 +141,7 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
             "clip_used": unavailable is None, "probes_used": probes is not None, "policy_used": policy is not None,
             "strategies": dg.MetadataValue.json(strategies), "images_without": dg.MetadataValue.json(missing),
             "value_distribution": tally.distribution(), "database": results_store.redacted_url(),
+            "source_namespace": namespace,
             "database_rows_written": database_rows,
         })
         if unavailable:
