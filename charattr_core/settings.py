@@ -66,16 +66,17 @@ class SettingInfo:
     env: str | None = None  # the CHARATTR_* variable; derived from the field name when None
     options: tuple[str, ...] | None = None  # command-line option strings; derived when None; () = none
     default_text: str | None = None  # how the docs state a derived default
+    old_options: tuple[str, ...] = ()  # older spellings, still accepted, not shown in --help
 
 
 def setting(default: Any, help: str, *, group: str, scopes: tuple[str, ...] = BOTH, env: str | None = None,
             options: tuple[str, ...] | None = None, default_text: str | None = None,
-            aliases: tuple[str, ...] = (), **constraints: Any) -> Any:
+            aliases: tuple[str, ...] = (), old_options: tuple[str, ...] = (), **constraints: Any) -> Any:
     """A field of `Settings`: its default, one line of help and where it appears. `aliases`, when
     given, lists every key the field accepts, its own name first (older names stay accepted)."""
     return Field(default, description=help,
                  validation_alias=AliasChoices(*aliases) if aliases else None,
-                 json_schema_extra={"charattr": SettingInfo(group, scopes, env, options, default_text)},
+                 json_schema_extra={"charattr": SettingInfo(group, scopes, env, options, default_text, old_options)},
                  **constraints)
 
 
@@ -126,7 +127,7 @@ class Settings(BaseModel):
     device: Literal[DEVICES] = setting("auto", "auto picks cuda, mps or cpu", group="clip")
     precision: Literal[PRECISIONS] = setting("auto", "auto: fp16 on CUDA, fp32 on CPU", group="clip")
     clip_batch_size: int = setting(32, "images per CLIP forward pass", group="clip", aliases=("clip_batch_size", "batch_size"),
-                                   ge=1)
+                                   old_options=("--batch-size",), ge=1)
     num_workers: int = setting(2, "decode/preprocess threads beside CLIP inference", group="clip",
                                options=("--workers",), ge=0)
 
@@ -204,8 +205,11 @@ class Settings(BaseModel):
         if unknown:
             raise ConfigError(f"Unknown setting(s) {', '.join(unknown)}; known settings are: "
                               f"{', '.join(Settings.model_fields)}.")
+        by_field: dict[str, Any] = {}
+        for key, value in values.items():  # an older name given after the new one wins, like any later key
+            by_field[_FIELD_OF[key]] = value
         try:
-            super().__init__(**values)
+            super().__init__(**by_field)
         except ValidationError as exc:
             raise ConfigError(_describe(exc, _ORIGINS.get())) from None
 
@@ -434,6 +438,8 @@ def add_options(parser: argparse.ArgumentParser, scope: str) -> None:
             kind, choices = _argument_type(field.annotation)
             kwargs.update(type=kind, choices=choices, metavar=None if choices else name.split("_")[-1].upper())
         group.add_argument(*option_strings(name), **kwargs)
+        if info.old_options:
+            group.add_argument(*info.old_options, **{**kwargs, "help": argparse.SUPPRESS})
 
 
 def options_given(args: argparse.Namespace) -> dict[str, Any]:
