@@ -221,31 +221,50 @@ def test_each_source_namespace_keeps_its_own_product_rows(store_url):
         [(i, "a-11111111") for i in _ids(3)] + [(i, "b-22222222") for i in _ids(2)])
 
 
-def test_a_version_1_database_is_migrated_and_keeps_its_rows(tmp_path):
+def _version_1_schema(url: str) -> None:
+    """The results database as schema version 1 wrote it (no source_namespace), with one fused row."""
+    old = sa.MetaData()
+    sa.Table("stage_results", old, sa.Column("image_id", sa.Text, nullable=False),
+             sa.Column("stage", sa.Text, nullable=False), sa.Column("stage_version", sa.Text, nullable=False),
+             sa.Column("payload", sa.JSON, nullable=False), sa.Column("blob", sa.LargeBinary),
+             sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+             sa.PrimaryKeyConstraint("image_id", "stage", "stage_version", name="pk_stage_results"))
+    fused = sa.Table("fused_attributes", old, sa.Column("image_id", sa.Text, nullable=False),
+                     sa.Column("stage_version", sa.Text, nullable=False), sa.Column("source_uri", sa.Text),
+                     sa.Column("confidence", sa.Float, nullable=False), sa.Column("strategy", sa.Text, nullable=False),
+                     sa.Column("payload", sa.JSON, nullable=False),
+                     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+                     sa.PrimaryKeyConstraint("image_id", "stage_version", name="pk_fused_attributes"),
+                     sa.Index("ix_fused_attributes_version_image", "stage_version", "image_id"))
+    versions = sa.Table("schema_version", old, sa.Column("version", sa.Integer, nullable=False),
+                        sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+                        sa.PrimaryKeyConstraint("version", name="pk_schema_version"))
+    parsed = parse_database_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    elif parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    engine = sa.create_engine(parsed)
+    now = datetime.now(timezone.utc)
+    with engine.begin() as conn:
+        old.create_all(conn)
+        conn.execute(sa.insert(versions).values(version=1, applied_at=now))
+        conn.execute(sa.insert(fused).values(image_id="old", stage_version="f1", source_uri="file:///old.png",
+                                             confidence=0.5, strategy="tag_priority", payload={}, created_at=now))
+    engine.dispose()
+
+
+def test_a_version_1_database_is_migrated_and_keeps_its_rows(store_url):
     """A results database written before source namespaces (schema 1) opens, keeps its product
     rows (under the namespace ""), and then takes rows of several sources."""
-    path = tmp_path / "v1.db"
-    with sqlite3.connect(path) as conn:
-        conn.executescript("""
-            CREATE TABLE stage_results (image_id TEXT NOT NULL, stage TEXT NOT NULL, stage_version TEXT NOT NULL,
-                payload JSON NOT NULL, blob BLOB, created_at DATETIME NOT NULL,
-                CONSTRAINT pk_stage_results PRIMARY KEY (image_id, stage, stage_version));
-            CREATE TABLE fused_attributes (image_id TEXT NOT NULL, stage_version TEXT NOT NULL, source_uri TEXT,
-                confidence FLOAT NOT NULL, strategy TEXT NOT NULL, payload JSON NOT NULL, created_at DATETIME NOT NULL,
-                CONSTRAINT pk_fused_attributes PRIMARY KEY (image_id, stage_version));
-            CREATE INDEX ix_fused_attributes_version_image ON fused_attributes (stage_version, image_id);
-            CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at DATETIME NOT NULL,
-                CONSTRAINT pk_schema_version PRIMARY KEY (version));
-            INSERT INTO schema_version VALUES (1, '2026-01-01 00:00:00');
-            INSERT INTO fused_attributes VALUES ('old', 'f1', 'file:///old.png', 0.5, 'tag_priority', '{}',
-                                                 '2026-01-01 00:00:00');
-        """)
-    with ResultStore(f"sqlite:///{path}") as store:
+    _version_1_schema(store_url)
+    with ResultStore(store_url) as store:
         assert [(r["image_id"], r["source_namespace"]) for r in store.iter_fused()] == [("old", "")]
         store.put_fused("f1", _fused(["old"]), source_namespace="a-11111111")
         assert store.count_fused("f1") == 2
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == store_module.SCHEMA_VERSION
+        with store.engine.begin() as conn:
+            assert conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() == \
+                store_module.SCHEMA_VERSION
 
 
 @pytest.mark.parametrize("bad_row, fragment", [
