@@ -18,6 +18,13 @@ one row set per source namespace.
 
 A configuration error raises `ConfigError` with one sentence that names the setting the way the
 user gave it (the option, the environment variable or the dict key).
+
+To add a setting: one field below, `name: type = setting(default, "help", group=..., scopes=...)`
+(with `env=`/`options=` only where the derived `CHARATTR_<NAME>` / `--<name>` do not fit, and
+pydantic constraints such as `ge=1`); read it where it is used (`Settings` in the core, a field
+`name: type = _setting("name")` on the Dagster resource that needs it, filled by
+`from_settings`); add it to `charattr_dagster/versions.py` if it changes an asset's results; then
+`python -m charattr_core.settings --update-readme README.md`.
 """
 
 from __future__ import annotations
@@ -224,34 +231,32 @@ class Settings(BaseModel):
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         """From the CHARATTR_* variables (default: the process environment); `overrides` win.
         An empty variable counts as unset."""
-        env = _checked_env(env)
-        given: dict[str, Any] = {}
-        origins: dict[str, str] = {}
-        for name, info in _INFO.items():
-            raw = env.get(env_var(name))
-            if raw is not None and raw.strip() != "":
-                given[name], origins[name] = raw, f"Environment variable {env_var(name)}"
-        for name in overrides:
-            origins[_FIELD_OF.get(name, name)] = f"Setting {name}"
-        return cls._build({**given, **overrides}, origins)
+        return cls._layered(env, {}, overrides)
 
     @classmethod
     def from_options(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None,
                      **overrides: Any) -> "Settings":
         """The environment's settings, overridden by the command-line options that were given
         (`add_options`) and then by `overrides` (e.g. a command's positional source)."""
-        env = _checked_env(env)
-        options = options_given(args)
-        base = {name: env[env_var(name)] for name in _INFO
-                if env.get(env_var(name)) is not None and env[env_var(name)].strip() != ""}
-        origins = {name: f"Environment variable {env_var(name)}" for name in base}
-        origins.update({name: f"Option {option_strings(name)[0]}" for name in options})
-        origins.update({name: f"Setting {name}" for name in overrides})
-        return cls._build({**base, **options, **overrides}, origins)
+        return cls._layered(env, options_given(args), overrides)
 
     @classmethod
-    def _build(cls, values: Mapping[str, Any], origins: Mapping[str, str]) -> "Settings":
-        token = _ORIGINS.set(dict(origins))
+    def _layered(cls, env: Mapping[str, str] | None, options: Mapping[str, Any],
+                 overrides: Mapping[str, Any]) -> "Settings":
+        """Defaults < environment < options < overrides; an error names where its value came from."""
+        env = _checked_env(env)
+        values: dict[str, Any] = {}
+        origins: dict[str, str] = {}
+        for name in _INFO:
+            raw = env.get(env_var(name))
+            if raw is not None and raw.strip() != "":
+                values[name], origins[name] = raw, f"Environment variable {env_var(name)}"
+        for name, value in options.items():
+            values[name], origins[name] = value, f"Option {option_strings(name)[0]}"
+        for key, value in overrides.items():  # an unknown key stays as given, and is refused by name
+            name = _FIELD_OF.get(key, key)
+            values[name], origins[name] = value, f"Setting {key}"
+        token = _ORIGINS.set(origins)
         try:
             return cls(**values)
         finally:
