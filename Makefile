@@ -13,12 +13,12 @@ RUN_OPTIONS := $(if $(MODEL),--model $(MODEL)) $(if $(PRETRAINED),--pretrained $
 # One source, one namespace: each source has its own Dagster instance,
 # data/sources/<name>-<hash>/dagster_home (charattr_core/namespaces.py); `make ui` opens the sample's.
 
-.PHONY: setup run test bench ui clean
+.PHONY: setup run test bench ui app clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,app]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -38,6 +38,10 @@ ui: export DAGSTER_HOME ?= $(shell CHARATTR_SOURCE=$(abspath $(SAMPLE)) $(PY) -m
 ui: setup
 	$(if $(MODEL),CHARATTR_MODEL=$(MODEL)) $(if $(PRETRAINED),CHARATTR_PRETRAINED=$(PRETRAINED)) \
 		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# The web app on http://127.0.0.1:7860 (`charattr app --help`: --host, --port, model options).
+app: setup
+	$(BIN)/charattr app $(RUN_OPTIONS)
 
 clean:
 	rm -rf data/sources data/warehouse data/dagster_home data/reports data/charattr.db* $(SAMPLE)
