@@ -13,7 +13,7 @@ RUN_OPTIONS := $(if $(MODEL),--model $(MODEL)) $(if $(PRETRAINED),--pretrained $
 # One source, one namespace: each source has its own Dagster instance,
 # data/sources/<name>-<hash>/dagster_home (charattr_core/namespaces.py); `make ui` opens the sample's.
 
-.PHONY: setup run test bench ui app clean
+.PHONY: setup run test bench ui app clean fuzz
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest
+
+# The property tests of hostile input with many more examples than `make test` runs (minutes).
+fuzz: setup
+	CHARATTR_HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/test_properties_badinput.py -q
 
 bench: setup
 	$(PY) -m benchmarks
