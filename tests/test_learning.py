@@ -17,6 +17,7 @@ from charattr_core.pipeline import create_pipeline
 from charattr_core.policy import FusionPolicy
 from charattr_core.probes import AttributeProbes
 from charattr_core.records import SOURCES
+from charattr_core.signal_spill import SignalSpill
 from charattr_core.splits import split_of
 from charattr_core.synthetic import load_ground_truth, write_demo_dataset
 
@@ -46,12 +47,21 @@ def cache_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('cache') / 'cache.db'}"
 
 
+def replay(batches: list[list[Signals]]):
+    """A `learning.SignalSource` over batches held in a list (the tests look at them afterwards)."""
+    return lambda keep: ([s for s in batch if keep(s.record.image_id)] for batch in batches)
+
+
 @pytest.fixture(scope="module")
-def learned(sample, truth, cache_url):
-    with create_pipeline({**TINY, "database_url": cache_url}, use_rl=False) as pipe:
-        signals = list(pipe.iter_signals(sample))  # the batches `charattr eval` uses: same probes, same numbers
-        result = learn_and_evaluate(signals, pipe.vocabulary, model_key=pipe.clip.model_key, scorer=pipe._zero_shot(),
-                                    user_labels=truth, thresholds=pipe.thresholds, n_bootstrap=200)
+def learned(sample, truth, cache_url, tmp_path_factory):
+    with create_pipeline({**TINY, "database_url": cache_url}, use_rl=False) as pipe, \
+            SignalSpill(tmp_path_factory.mktemp("spill"), batch_size=pipe.config.batch_size) as spill:
+        # The spill `charattr eval` uses (float16 embeddings): the same probes, the same numbers.
+        spill.write(pipe.iter_signals(sample, batch_size=pipe.config.batch_size))
+        signals = list(spill(lambda _i: True))
+        result = learn_and_evaluate(replay(signals), pipe.vocabulary, model_key=pipe.clip.model_key,
+                                    scorer=pipe._zero_shot(), user_labels=truth, thresholds=pipe.thresholds,
+                                    n_bootstrap=200)
         return signals, result, pipe.vocabulary
 
 
@@ -95,7 +105,7 @@ def test_probes_and_policy_learn_only_from_their_own_splits(learned, truth):
 def test_without_clip_no_probes_are_trained_and_the_tags_still_get_evaluated(learned, truth):
     signals, _result, vocab = learned
     no_embeddings = [[Signals(s.record, s.tag_parse, None) for s in batch] for batch in signals]
-    result = learn_and_evaluate(no_embeddings, vocab, model_key=None, scorer=None, user_labels=truth,
+    result = learn_and_evaluate(replay(no_embeddings), vocab, model_key=None, scorer=None, user_labels=truth,
                                 thresholds=learned[1].policy.thresholds, n_bootstrap=50)
     assert result.probes is None and result.probe_skip_reason == "no CLIP embeddings"
     report = result.report
