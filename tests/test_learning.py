@@ -168,3 +168,30 @@ def test_a_labels_file_wins_over_the_synthetic_ground_truth(sample, truth, cache
     gender = rows[("tags", "gender", "coverage")]
     assert float(gender["value"]) == 0.0
     assert 0 < int(gender["n_items"]) < len(holdout)
+
+
+def test_the_splits_are_enforced_in_core_even_when_a_source_ignores_keep(learned, truth, monkeypatch):
+    """A source may filter early, but the split is decided in `learning`: a source that yields every
+    image to every pass still trains the policy on `policy_train` and evaluates on `holdout` only."""
+    import charattr_core.learning as learning
+
+    signals, result, vocab = learned
+    seen: dict[str, list[str]] = {"policy": [], "evaluation": []}
+    real_update, real_evaluate = FusionPolicy.update, learning.evaluate
+
+    def update(self, examples):
+        return real_update(self, (seen["policy"].append(e.image_id) or e for e in examples))
+
+    def evaluate(examples, *args, **kwargs):
+        return real_evaluate((seen["evaluation"].append(e.image_id) or e for e in examples), *args, **kwargs)
+
+    monkeypatch.setattr(FusionPolicy, "update", update)
+    monkeypatch.setattr(learning, "evaluate", evaluate)
+    everything = lambda _keep: iter(signals)  # noqa: E731  (ignores the split it is asked for)
+    outcome = learning.train_and_judge_policy(everything, everything, vocab, scorer=None, probes=result.probes,
+                                              user_labels=truth, thresholds=result.policy.thresholds,
+                                              default_strategy="confidence_weighted", n_bootstrap=20)
+    assert seen["policy"] and seen["evaluation"]
+    assert {split_of(i) for i in seen["policy"]} == {"policy_train"}
+    assert {split_of(i) for i in seen["evaluation"]} == {"holdout"}
+    assert outcome.report.n_images == len(seen["evaluation"]) == len(_ids(signals, "holdout"))

@@ -258,8 +258,3 @@ def test_splits_are_disjoint_cover_every_bucket_and_are_stable():
     with pytest.raises(ValueError):
         SplitPlan(probe_fit_end=70, probe_calibration_end=60)
 
-
-def test_policy_training_and_evaluation_images_never_overlap(split_examples):
-    train, held = split_examples
-    assert train and held
-    assert not {e.image_id for e in train} & {e.image_id for e in held}
