@@ -38,10 +38,7 @@ from .policy_labels import build_example
 from .probes import AttributeProbes, ProbeBatch, train_probes
 from .records import AttributeEstimate, ImageRecord, TagParse
 from .schema import Vocabulary
-from .splits import is_probe_train, split_of
-
-POLICY_TRAIN = "policy_train"  # the split the policy learns from
-HOLDOUT = "holdout"  # the split every method is evaluated on; nothing trains on it
+from .splits import HOLDOUT, POLICY_TRAIN, is_probe_train, split_of
 
 RANDOM_BASELINE = "random_strategy"  # the method name of the random-strategy baseline in the report
 Scorer = Callable[[np.ndarray], list[dict[str, AttributeEstimate]]]
