@@ -61,10 +61,6 @@ def clip_row(embedding: ClipEmbedding) -> dict[str, Any]:
             "embedding": None if embedding.embedding is None else np.asarray(embedding.embedding, dtype=np.float16)}
 
 
-def clip_table(embeddings: Sequence[ClipEmbedding]) -> pa.Table:
-    return pa.Table.from_pylist([clip_row(e) for e in embeddings], schema=CLIP_SCHEMA)
-
-
 class _Aligner:
     """Matches rows to ids: `rows` is a subsequence of the ids' order (failed images left out), so
     one row of lookahead, kept across batches, is enough."""
