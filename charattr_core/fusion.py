@@ -65,6 +65,7 @@ from .errors import ConfigError
 from .records import SOURCES, AttributeEstimate, FusedAttributes, ImageRecord, TagParse
 from .schema import UNKNOWN, Attribute, Vocabulary
 
+FUSION_CODE_VERSION = "1"
 LEARNED_POLICY = "learned_policy"  # FusedAttributes.strategy when the policy chose per attribute
 MULTI_VALUE_THRESHOLD = 0.5  # a multi-valued value is named when its probability reaches this
 _EPS = 1e-6

@@ -111,6 +111,10 @@ class TagParse:
     tag_count: int = 0
     character_count: int | None = None  # None when the tags do not say
 
+    @property
+    def multi_character(self) -> bool:
+        return (self.character_count or 0) > 1
+
     def to_dict(self) -> dict[str, Any]:
         return {"image_id": self.image_id, "tag_count": self.tag_count, "character_count": self.character_count,
                 "estimates": {k: e.to_dict() for k, e in self.estimates.items()}}
