@@ -11,7 +11,6 @@ from charattr_core.records import ImageRecord, TagParse
 from charattr_core.schema import UNKNOWN, load_vocabulary
 from charattr_core.tag_syntax import needs_scan, split_weighted_tags
 from charattr_core.tags import (
-    STRONG_TAG,
     TAGS_STAGE_VERSION,
     TagParser,
     parse_tags,
@@ -205,7 +204,7 @@ def test_conflicting_tags_of_a_single_valued_attribute_split_the_confidence(pars
     est = answer(parser, "1girl solo short_hair medium_hair", "hair_length")
     assert len(est.values) == 1 and est.values[0] in {"short", "medium"}
     assert est.confidence < ACCEPT
-    assert est.scores["short"] == est.scores["medium"] == pytest.approx(STRONG_TAG / 2)
+    assert est.scores["short"] == est.scores["medium"] == pytest.approx(0.45)
     assert sum(est.scores.values()) <= 1.0
 
 
