@@ -195,3 +195,22 @@ def test_the_splits_are_enforced_in_core_even_when_a_source_ignores_keep(learned
     assert {split_of(i) for i in seen["policy"]} == {"policy_train"}
     assert {split_of(i) for i in seen["evaluation"]} == {"holdout"}
     assert outcome.report.n_images == len(seen["evaluation"]) == len(_ids(signals, "holdout"))
+
+
+def test_warm_start_only_adds_unseen_parts_and_retrains_when_anything_it_learnt_from_changed():
+    from charattr_core.learning import plan_warm_start, training_state
+
+    signature = {"model": "m", "probes": "p1", "thresholds": [0.8, 0.3], "labels": None,
+                 "default_strategy": "confidence_weighted"}
+    saved = training_state(signature, {"a": "1", "b": "2"})
+    plan = plan_warm_start(saved, signature, {"a": "1", "b": "2", "c": "3"}, has_current=True)
+    assert (plan.warm, plan.new_parts) == (True, ("c",))
+    assert plan_warm_start(saved, signature, {"a": "1", "b": "2"}, has_current=True).new_parts == ()
+    for cold in [plan_warm_start(saved, signature, {"a": "1", "b": "CHANGED", "c": "3"}, has_current=True),
+                 plan_warm_start(saved, {**signature, "probes": "p2"}, {"a": "1", "b": "2"}, has_current=True),
+                 plan_warm_start(saved, signature, {"a": "1", "b": "2"}, has_current=False),
+                 plan_warm_start(None, signature, {"a": "1", "b": "2"}, has_current=True)]:
+        assert not cold.warm and {"a", "b"} <= set(cold.new_parts)  # everything again, from scratch
+    # The state the asset wrote before this function existed ({"signature", "shards"}) still reads.
+    assert plan_warm_start({"signature": signature, "shards": {"a": "1"}}, signature, {"a": "1", "d": "4"},
+                           has_current=True).new_parts == ("d",)
