@@ -169,7 +169,6 @@ class PolicyOutcome:
     candidate: FusionPolicy
     report: EvalReport
     verdict: PolicyVerdict
-    warm_start: bool
 
 
 def train_and_judge_policy(training: SignalSource, holdout: SignalSource, vocabulary: Vocabulary, *,
@@ -199,7 +198,7 @@ def train_and_judge_policy(training: SignalSource, holdout: SignalSource, vocabu
     report = evaluate(itertools.islice(examples, max_eval_images), vocabulary, policy=candidate,
                       thresholds=thresholds, choosers=choosers, n_bootstrap=n_bootstrap, seed=seed)
     verdict = judge_candidate(report, has_current=current is not None)
-    return PolicyOutcome(candidate, report, verdict, warm_start)
+    return PolicyOutcome(candidate, report, verdict)
 
 
 # ---- both, on one source (`charattr eval`) ------------------------------------------------------------
