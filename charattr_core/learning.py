@@ -172,7 +172,8 @@ class PolicyOutcome:
 
 
 def train_and_judge_policy(training: SignalSource, holdout: SignalSource, vocabulary: Vocabulary, *,
-                           scorer: Scorer | None, probes: AttributeProbes | None, user_labels: Labels,
+                           model_key: str | None, scorer: Scorer | None, probes: AttributeProbes | None,
+                           user_labels: Labels,
                            thresholds: Thresholds, default_strategy: str, current: FusionPolicy | None = None,
                            warm_start: bool = False, n_bootstrap: int = 1000, seed: int = 0,
                            max_eval_images: int | None = None) -> PolicyOutcome:
@@ -189,7 +190,7 @@ def train_and_judge_policy(training: SignalSource, holdout: SignalSource, vocabu
     candidate = train_policy(
         iter_examples(training(in_split(POLICY_TRAIN)), POLICY_TRAIN, vocabulary, scorer, probes, user_labels,
                       thresholds.accept),
-        vocabulary, previous=previous, thresholds=thresholds, default_strategy=default_strategy)
+        vocabulary, previous=previous, thresholds=thresholds, default_strategy=default_strategy, model_key=model_key)
     choosers: dict[str, Any] = {RANDOM_BASELINE: RandomStrategyChooser(seed=seed)}
     if current is not None:
         choosers[CURRENT_POLICY] = current
@@ -224,7 +225,7 @@ def learn_and_evaluate(signals: SignalSource, vocabulary: Vocabulary, *, model_k
     if model_key is not None:
         trained = train_split_probes(signals, vocabulary, model_key, accept=thresholds.accept, seed=seed)
         probes = trained if trained.heads else None
-    outcome = train_and_judge_policy(signals, signals, vocabulary, scorer=scorer, probes=probes,
+    outcome = train_and_judge_policy(signals, signals, vocabulary, model_key=model_key, scorer=scorer, probes=probes,
                                      user_labels=user_labels, thresholds=thresholds,
                                      default_strategy=default_strategy, n_bootstrap=n_bootstrap, seed=seed,
                                      max_eval_images=max_eval_images)

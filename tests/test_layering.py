@@ -1,6 +1,6 @@
 """The architecture rules of `.importlinter`, checked on every test run: charattr_core never
 imports Dagster (it must run where Dagster is not installed), and the learning and product
-assets never import each other (what they share lives in `assets/artefacts.py`)."""
+assets never import each other (what they share lives in `assets/zero_shot.py`)."""
 
 from __future__ import annotations
 

@@ -22,13 +22,14 @@ import dagster as dg
 import xxhash
 from dagster import AssetExecutionContext
 
+from ..artifacts import policy_in_use, probes_in_use
 from ..asset_keys import ATTRIBUTE_PROBES, CLIP_EMBEDDINGS, FUSION_POLICY, RAW_IMAGES, TAG_PARSES
 from ..metadata import Stopwatch
 from ..partitions import SHARDS
 from ..resources import ClipModelResource, PipelineSettings
 from ..tables import iter_signals
 from ..warehouse import Warehouse
-from .artefacts import lazy_zero_shot, load_policy, load_probes
+from .zero_shot import lazy_zero_shot
 
 EVALUATION_MARKDOWN = "evaluation.md"
 EVALUATION_CSV = "evaluation.csv"
@@ -173,7 +174,7 @@ def build_fusion_policy(code_version: str) -> dg.AssetsDefinition:
             return _skipped("No shard has tag_parses and clip_embeddings yet.", check=POLICY_NOT_WORSE)
         vocabulary, config, model_key = settings.load_vocabulary(), settings.pipeline_config(), clip.model_key()
         thresholds = Thresholds.from_config(config)
-        probes = load_probes(warehouse, vocabulary, model_key)
+        probes = probes_in_use(warehouse, vocabulary, model_key)[0]
         user_labels = load_labels(settings.labels_path, vocabulary) if settings.labels_path else {}
         folder = warehouse.asset_dir(FUSION_POLICY)
 
@@ -181,12 +182,12 @@ def build_fusion_policy(code_version: str) -> dg.AssetsDefinition:
                                      labels=settings.labels_path, default_strategy=config.fusion_strategy)
         stamps = {k: _content_stamp(warehouse.path(TAG_PARSES, k), warehouse.path(CLIP_EMBEDDINGS, k)) for k in shards}
         state_file = folder / TRAINING_STATE
-        current = load_policy(warehouse, vocabulary)  # the published one, scored beside the candidate
+        current = policy_in_use(warehouse, vocabulary, model_key)[0]  # the published one, scored beside the candidate
         plan = plan_warm_start(json.loads(state_file.read_text()) if state_file.is_file() else None, signature,
                                stamps, has_current=current is not None)
         outcome = train_and_judge_policy(
             _warehouse_signals(warehouse, plan.new_parts, settings.batch_size),
-            _warehouse_signals(warehouse, shards, settings.batch_size), vocabulary,
+            _warehouse_signals(warehouse, shards, settings.batch_size), vocabulary, model_key=model_key,
             scorer=lazy_zero_shot(clip, vocabulary), probes=probes, user_labels=user_labels, thresholds=thresholds,
             default_strategy=config.fusion_strategy, current=current, warm_start=plan.warm,
             n_bootstrap=settings.eval_bootstrap, max_eval_images=settings.max_eval_images)
