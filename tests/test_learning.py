@@ -188,7 +188,8 @@ def test_the_splits_are_enforced_in_core_even_when_a_source_ignores_keep(learned
     monkeypatch.setattr(FusionPolicy, "update", update)
     monkeypatch.setattr(learning, "evaluate", evaluate)
     everything = lambda _keep: iter(signals)  # noqa: E731  (ignores the split it is asked for)
-    outcome = learning.train_and_judge_policy(everything, everything, vocab, scorer=None, probes=result.probes,
+    outcome = learning.train_and_judge_policy(everything, everything, vocab, model_key=result.probes.model_key,
+                                              scorer=None, probes=result.probes,
                                               user_labels=truth, thresholds=result.policy.thresholds,
                                               default_strategy="confidence_weighted", n_bootstrap=20)
     assert seen["policy"] and seen["evaluation"]

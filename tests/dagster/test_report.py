@@ -17,7 +17,8 @@ def ids_in(split: str, n: int) -> list[str]:
 
 
 def row(image_id: str, **answers: list[str]) -> dict:
-    out = {"image_id": image_id, "confidence": 0.9, "attribute_strategies": "{}", "evidence": "{}"}
+    out = {"image_id": image_id, "confidence": 0.9, "attribute_strategies": "{}", "evidence": "{}", "versions": "{}",
+           "notes": ""}
     for key in VOCAB.keys:
         out[key] = answers.get(key, ["unknown"])
         out[f"{key}_confidence"] = 0.9 if key in answers else 0.0
