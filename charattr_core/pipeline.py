@@ -369,7 +369,3 @@ def create_pipeline(config: Settings | Mapping[str, Any] | None = None, **overri
         cfg = Settings.from_mapping(config or {}, **overrides)
     return Pipeline(cfg)
 
-
-def image_id_of(data: bytes) -> str:
-    """The id an image's bytes get everywhere in charattr."""
-    return content_hash(data)
