@@ -159,12 +159,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary()
     with create_pipeline(config_from_args(args), use_rl=False) as pipe, \
-            SignalSpill(out_dir, batch_size=pipe.config.batch_size) as spill:
+            SignalSpill(out_dir, batch_size=pipe.config.stage_batch_size) as spill:
         vocab = pipe.vocabulary
         labels, label_kind = _reference_labels(args, source, vocab, load_labels)
         print(f"reference: {label_kind}", file=sys.stderr)
         # Signals are computed once and spilled to disk; every training pass streams them back.
-        spill.write(pipe.iter_signals(source, limit=args.limit, summary=summary, batch_size=pipe.config.batch_size))
+        spill.write(pipe.iter_signals(source, limit=args.limit, summary=summary, batch_size=pipe.config.stage_batch_size))
         result = learn_and_evaluate(spill, vocab, model_key=pipe.clip.model_key if pipe.clip else None,
                                     scorer=pipe._zero_shot(), user_labels=labels, thresholds=pipe.thresholds,
                                     default_strategy=pipe.config.fusion_strategy, n_bootstrap=args.bootstrap,
