@@ -55,9 +55,9 @@ def replay(batches: list[list[Signals]]):
 @pytest.fixture(scope="module")
 def learned(sample, truth, cache_url, tmp_path_factory):
     with create_pipeline({**TINY, "database_url": cache_url}, use_rl=False) as pipe, \
-            SignalSpill(tmp_path_factory.mktemp("spill"), batch_size=pipe.config.batch_size) as spill:
+            SignalSpill(tmp_path_factory.mktemp("spill"), batch_size=pipe.config.stage_batch_size) as spill:
         # The spill `charattr eval` uses (float16 embeddings): the same probes, the same numbers.
-        spill.write(pipe.iter_signals(sample, batch_size=pipe.config.batch_size))
+        spill.write(pipe.iter_signals(sample, batch_size=pipe.config.stage_batch_size))
         signals = list(spill(lambda _i: True))
         result = learn_and_evaluate(replay(signals), pipe.vocabulary, model_key=pipe.clip.model_key,
                                     scorer=pipe._zero_shot(), user_labels=truth, thresholds=pipe.thresholds,

@@ -3,7 +3,6 @@ synthetic data, caching across runs, multi-partition runs, blocking checks and t
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -54,7 +53,7 @@ def test_definitions_load_with_the_whole_graph(defs):
 
 def test_code_versions_follow_the_model_and_the_vocabulary(settings, tmp_path):
     base = code_versions(settings)
-    other_model = code_versions(dataclasses.replace(settings, model_name="RN50", pretrained=None))
+    other_model = code_versions(settings.replace(model_name="RN50", pretrained=None))
     assert other_model.clip_embeddings != base.clip_embeddings
     assert other_model.fused_attributes != base.fused_attributes
     assert other_model.attribute_probes != base.attribute_probes
@@ -65,7 +64,7 @@ def test_code_versions_follow_the_model_and_the_vocabulary(settings, tmp_path):
     vocab_file.write_text(open(default.source, encoding="utf-8").read() + "\n[attributes.lighting]\n"
                           "[attributes.lighting.values.night]\ntags = ['night']\nprompts = ['a picture at night']\n",
                           encoding="utf-8")
-    other_vocab = code_versions(dataclasses.replace(settings, vocabulary=str(vocab_file)))
+    other_vocab = code_versions(settings.replace(vocabulary=str(vocab_file)))
     assert other_vocab.tag_parses != base.tag_parses
     assert other_vocab.fused_attributes != base.fused_attributes
     assert other_vocab.clip_embeddings == base.clip_embeddings
