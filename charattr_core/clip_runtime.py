@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import PRECISIONS, RUNTIMES
+from .settings import PRECISIONS, RUNTIMES
 from .cpu_features import CpuFeatures, read_cpu_features
 from .errors import ConfigError
 

@@ -75,5 +75,5 @@ def demo_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tiny_config(tmp_path: Path) -> dict:
     """Pipeline settings for tests: tiny random-weight CLIP, a private SQLite cache."""
-    return {**TINY_MODEL, "database_url": f"sqlite:///{tmp_path / 'cache.db'}", "batch_size": 8}
+    return {**TINY_MODEL, "database_url": f"sqlite:///{tmp_path / 'cache.db'}", "clip_batch_size": 8}
 # ---- end of pipeline / CLI section ----------------------------------------------------------
