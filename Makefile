@@ -18,7 +18,7 @@ RUN_OPTIONS := $(if $(MODEL),--model $(MODEL)) $(if $(PRETRAINED),--pretrained $
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,app]"
+	$(PY) -m pip install --quiet -e ".[dev,app,onnx,openvino]"
 	touch $@
 
 setup: $(VENV)/.installed

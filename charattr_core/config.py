@@ -2,4 +2,4 @@
 Python API, the command line and the Dagster layer). `PipelineConfig` is that model."""
 
 from .settings import (ALL_STRATEGIES, BASELINE_STRATEGIES, DEFAULT_DATA_DIR, DEVICES, FIXED_STRATEGIES,  # noqa: F401
-                       PRECISIONS, PipelineConfig, Settings)
+                       PRECISIONS, RUNTIMES, PipelineConfig, Settings)

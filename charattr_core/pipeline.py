@@ -144,7 +144,7 @@ class Pipeline:
             try:
                 self._clip = load_clip(self.config.model_name, self.config.pretrained,
                                        device=self.config.device, precision=self.config.precision,
-                                       allow_download=self.config.allow_download)
+                                       runtime=self.config.runtime, allow_download=self.config.allow_download)
             except ModelUnavailableError as exc:
                 self.clip_unavailable = str(exc)
                 self._clip_key = None
@@ -162,7 +162,9 @@ class Pipeline:
             from .clip_loading import clip_model_key
             try:
                 # Never download just to name the weights: if they are not here, loading decides.
-                self._clip_key = clip_model_key(self.config.model_name, self.config.pretrained, allow_download=False)
+                self._clip_key = clip_model_key(self.config.model_name, self.config.pretrained, device=self.config.device,
+                                                precision=self.config.precision, runtime=self.config.runtime,
+                                                allow_download=False)
             except ModelUnavailableError:
                 return self.clip.model_key if self.clip is not None else None
         return self._clip_key

@@ -51,7 +51,8 @@ FIXED_STRATEGIES = (
 BASELINE_STRATEGIES = ("tags_only", "clip_only", "simple_average")
 ALL_STRATEGIES = FIXED_STRATEGIES + BASELINE_STRATEGIES
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")  # int8: CPU only, opt-in
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")  # CPU inference runtimes (clip_runtime.py)
 DEFAULT_DATA_DIR = Path("data")
 ENV_PREFIX = "CHARATTR_"
 NO_WEIGHTS = ("none", "null")  # --pretrained values meaning "no pretrained weights" (like "random")
@@ -132,7 +133,11 @@ class Settings(BaseModel):
         None, "downloading missing weights (off: only the local cache is used)", group="clip",
         default_text="off")
     device: Literal[DEVICES] = setting("auto", "auto picks cuda, mps or cpu", group="clip")
-    precision: Literal[PRECISIONS] = setting("auto", "auto: fp16 on CUDA, fp32 on CPU", group="clip")
+    precision: Literal[PRECISIONS] = setting(
+        "auto", "auto: fp16 on CUDA; on a CPU the fastest path whose embeddings match fp32 (checked once per "
+        "model); int8 is CPU-only and opt-in", group="clip")
+    runtime: Literal[RUNTIMES] = setting(
+        "auto", "CPU inference runtime; onnxruntime/openvino need charattr[onnx]/[openvino]", group="clip")
     clip_batch_size: int = setting(32, "images per CLIP forward pass", group="clip", aliases=("clip_batch_size", "batch_size"),
                                    old_options=("--batch-size",), ge=1)
     num_workers: int = setting(2, "decode/preprocess threads beside CLIP inference", group="clip",

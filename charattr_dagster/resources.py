@@ -55,6 +55,7 @@ class ClipModelResource(_FromSettings, dg.ConfigurableResource):
     pretrained: Optional[str] = _setting("pretrained")
     device: str = _setting("device")
     precision: str = _setting("precision")
+    runtime: str = _setting("runtime")
     clip_batch_size: int = _setting("clip_batch_size")
     num_workers: int = _setting("num_workers")
     allow_download: Optional[bool] = _setting("allow_download")
@@ -72,7 +73,8 @@ class ClipModelResource(_FromSettings, dg.ConfigurableResource):
         and `ConfigError` for an unknown model or a missing checkpoint file."""
         if self._model_key is None:
             from charattr_core.clip_loading import clip_model_key
-            self._model_key = clip_model_key(self.model_name, self.pretrained, allow_download=self.allow_download)
+            self._model_key = clip_model_key(self.model_name, self.pretrained, device=self.device, precision=self.precision,
+                                             runtime=self.runtime, allow_download=self.allow_download)
         return self._model_key
 
     def unavailable_reason(self) -> Optional[str]:
@@ -90,17 +92,18 @@ class ClipModelResource(_FromSettings, dg.ConfigurableResource):
         """The model, loaded on first use and then kept for the rest of this process."""
         if self._model is None:
             self._model = _load_clip_once(self.model_name, self.pretrained, self.device, self.precision,
-                                          self.allow_download)
+                                          self.runtime, self.allow_download)
         return self._model
 
 
 @functools.lru_cache(maxsize=2)
-def _load_clip_once(model_name: str, pretrained: Optional[str], device: str, precision: str,
+def _load_clip_once(model_name: str, pretrained: Optional[str], device: str, precision: str, runtime: str,
                     allow_download: Optional[bool]) -> "ClipModel":
     """One load per process and configuration: `charattr run` executes several runs in one
     process, and the model (read-only at inference) serves them all."""
     from charattr_core.clip import load_clip
-    return load_clip(model_name, pretrained, device=device, precision=precision, allow_download=allow_download)
+    return load_clip(model_name, pretrained, device=device, precision=precision, runtime=runtime,
+                     allow_download=allow_download)
 
 
 # The assets that write the results database retry when it goes away (a server restart, a network

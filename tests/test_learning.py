@@ -142,7 +142,9 @@ def test_eval_command_writes_report_policy_and_probes_and_prints_the_claim(sampl
 
     policy = FusionPolicy.load(out_dir / "policy", vocab)
     assert policy.content_hash() == result.policy.content_hash()
-    probes = AttributeProbes.load(out_dir / "probes", vocab, "charattr-tiny/random")
+    from charattr_core.clip import clip_model_key
+
+    probes = AttributeProbes.load(out_dir / "probes", vocab, clip_model_key("charattr-tiny", None))
     assert set(probes.heads) == set(result.probes.heads)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
+from charattr_core.clip import clip_model_key
 from charattr_core.schema import load_vocabulary
 from charattr_dagster.definitions import build_definitions
 from charattr_dagster.asset_keys import ATTRIBUTE_PROBES, FUSED_ATTRIBUTES, FUSION_POLICY
@@ -79,7 +80,7 @@ def test_every_asset_materializes_for_one_partition(defs, settings, instance):
     assert raw["rows"] == IMAGES_PER_SHARD and raw["failed"] == 0 and raw["partitions_in_run"] == 1
     assert materialization(ingest, "tag_parses")["rows"] == IMAGES_PER_SHARD
     clip = materialization(ingest, "clip_embeddings")
-    assert clip["clip_available"] is True and clip["model"] == "charattr-tiny/random"
+    assert clip["clip_available"] is True and clip["model"] == clip_model_key("charattr-tiny", None)
     assert clip["embedding_dim"] == 64 and clip["images_per_second"] > 0
     checks = check_evaluations(ingest)
     assert {"raw_images.failed_fraction", "tag_parses.values_in_vocabulary", "tag_parses.confidence_in_range",
