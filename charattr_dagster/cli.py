@@ -16,6 +16,7 @@ _OVERRIDES = {
     "warehouse": "warehouse", "reports": "reports", "device": "device", "batch_size": "batch_size",
     "strategy": "fusion_strategy", "shards_per_run": "shards_per_run",
     "max_failed_fraction": "max_failed_fraction", "labels": "labels", "max_image_pixels": "max_image_pixels",
+    "executor": "executor",
 }
 _PATHS = ("vocabulary", "warehouse", "reports", "labels")
 
@@ -46,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="share of unreadable images above which a shard's later stages are blocked (default 0.5)")
     p.add_argument("--max-image-pixels", type=int,
                    help="refuse larger images as decompression bombs (default 89478485, Pillow's limit)")
+    p.add_argument("--executor", choices=("in_process", "multiprocess", "celery"),
+                   help="where steps run: this process (default), a process per step, or Celery workers "
+                        "(CHARATTR_CELERY_BROKER/_BACKEND; see docs/cluster.md)")
     p.set_defaults(func=run_command)
 
 
@@ -55,7 +59,7 @@ def settings_from_args(args: argparse.Namespace):
 
     from charattr_core.errors import ConfigError
 
-    from .settings import NO_WEIGHTS, Settings
+    from .settings import NO_WEIGHTS, Settings, resolve_location
 
     settings = Settings.from_env()
     changes = {}
@@ -64,7 +68,7 @@ def settings_from_args(args: argparse.Namespace):
         if value is None:
             continue
         if option in _PATHS:
-            value = str(Path(value).resolve())
+            value = resolve_location(value)
         if option == "pretrained" and value.strip().lower() in NO_WEIGHTS:
             value = None
         changes[name] = value

@@ -18,6 +18,7 @@ from pathlib import Path
 import dagster as dg
 
 from .assets import build_assets
+from .executors import build_executor
 from .jobs import ALL_JOBS
 from .resources import ClipModelResource, PipelineSettings, ResultStoreResource, SourceResource
 from .schedules import build_backfill_schedule
@@ -69,6 +70,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         sensors=[build_shard_sensor(settings.shards_per_run)],
         schedules=[build_backfill_schedule(settings.shards_per_run)],
         resources=build_resources(settings),
+        executor=build_executor(settings),  # in-process, multiprocess or Celery: CHARATTR_EXECUTOR
     )
 
 

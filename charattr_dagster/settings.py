@@ -23,6 +23,10 @@ the code versions of every asset downstream of it.
 | CHARATTR_SHARDS_PER_RUN       | `25` (partitions batched per run)|
 | CHARATTR_MAX_IMAGE_PIXELS     | `89478485` (decompression bombs) |
 | CHARATTR_LABELS               | none (user corrections file)     |
+| CHARATTR_EXECUTOR             | none: in-process for `charattr run`, multiprocess in the UI; or `in_process`, `multiprocess`, `celery` |
+| CHARATTR_CELERY_BROKER        | `redis://127.0.0.1:6379/0`       |
+| CHARATTR_CELERY_BACKEND       | `redis://127.0.0.1:6379/1`       |
+| CHARATTR_CELERY_SHARD_SECONDS | `600` (longest one shard takes in one step; sets the visibility timeout, see executors.py) |
 
 Paths are made absolute here, so a run worker started from another directory writes to the
 same place as the code server that loaded the definitions.
@@ -38,6 +42,7 @@ from typing import Mapping
 from charattr_core.errors import ConfigError
 
 NO_WEIGHTS = ("", "none", "null")  # CHARATTR_PRETRAINED values meaning "no pretrained weights"
+EXECUTORS = ("in_process", "multiprocess", "celery")  # CHARATTR_EXECUTOR; unset: Dagster's usual choice
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -68,6 +73,12 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(value)
 
 
+def resolve_location(location: str | Path) -> str:
+    """An absolute path, or an fsspec URL (`s3://bucket/prefix`, `gs://...`) unchanged."""
+    text = str(location)
+    return text if "://" in text else str(Path(text).resolve())
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the data lives and which model/vocabulary produce it."""
@@ -87,6 +98,10 @@ class Settings:
     shards_per_run: int = 25
     max_image_pixels: int = 89_478_485
     labels: str | None = None
+    executor: str | None = None
+    celery_broker: str = "redis://127.0.0.1:6379/0"
+    celery_backend: str = "redis://127.0.0.1:6379/1"
+    celery_shard_seconds: int = 600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -98,6 +113,10 @@ class Settings:
         fraction = _float(env, "CHARATTR_MAX_FAILED_FRACTION", 0.5)
         if not 0.0 <= fraction <= 1.0:
             raise ConfigError(f"CHARATTR_MAX_FAILED_FRACTION must lie between 0 and 1 (got {fraction}).")
+        executor = (env.get("CHARATTR_EXECUTOR") or "").strip().lower().replace("-", "_") or None
+        executor = None if executor in ("auto", "none") else executor
+        if executor not in (None, *EXECUTORS):
+            raise ConfigError(f"CHARATTR_EXECUTOR must be one of {', '.join(EXECUTORS)} (got {env.get('CHARATTR_EXECUTOR')!r}).")
         return cls(
             source=str(Path(env.get("CHARATTR_SOURCE") or data / "sample").resolve()),
             use_clip=_bool(env, "CHARATTR_USE_CLIP", True),
@@ -105,7 +124,7 @@ class Settings:
             pretrained=None if pretrained.strip().lower() in NO_WEIGHTS else pretrained,
             vocabulary=str(Path(vocabulary).resolve()) if vocabulary else None,
             database_url=env.get("CHARATTR_DATABASE_URL") or f"sqlite:///{data / 'charattr.db'}",
-            warehouse=str(Path(env.get("CHARATTR_WAREHOUSE") or data / "warehouse").resolve()),
+            warehouse=resolve_location(env.get("CHARATTR_WAREHOUSE") or data / "warehouse"),
             reports=str(Path(env.get("CHARATTR_REPORTS") or data / "reports").resolve()),
             device=env.get("CHARATTR_DEVICE") or "auto",
             batch_size=_int(env, "CHARATTR_BATCH_SIZE", 32),
@@ -114,6 +133,10 @@ class Settings:
             shards_per_run=_int(env, "CHARATTR_SHARDS_PER_RUN", 25),
             max_image_pixels=_int(env, "CHARATTR_MAX_IMAGE_PIXELS", 89_478_485),
             labels=str(Path(env["CHARATTR_LABELS"]).resolve()) if env.get("CHARATTR_LABELS") else None,
+            executor=executor,
+            celery_broker=env.get("CHARATTR_CELERY_BROKER") or "redis://127.0.0.1:6379/0",
+            celery_backend=env.get("CHARATTR_CELERY_BACKEND") or "redis://127.0.0.1:6379/1",
+            celery_shard_seconds=_int(env, "CHARATTR_CELERY_SHARD_SECONDS", 600),
         )
 
     def to_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -126,7 +149,9 @@ class Settings:
                  "warehouse": "CHARATTR_WAREHOUSE", "reports": "CHARATTR_REPORTS", "device": "CHARATTR_DEVICE",
                  "batch_size": "CHARATTR_BATCH_SIZE", "fusion_strategy": "CHARATTR_FUSION_STRATEGY",
                  "max_failed_fraction": "CHARATTR_MAX_FAILED_FRACTION", "shards_per_run": "CHARATTR_SHARDS_PER_RUN",
-                 "max_image_pixels": "CHARATTR_MAX_IMAGE_PIXELS", "labels": "CHARATTR_LABELS"}
+                 "max_image_pixels": "CHARATTR_MAX_IMAGE_PIXELS", "labels": "CHARATTR_LABELS",
+                 "executor": "CHARATTR_EXECUTOR", "celery_broker": "CHARATTR_CELERY_BROKER",
+                 "celery_backend": "CHARATTR_CELERY_BACKEND", "celery_shard_seconds": "CHARATTR_CELERY_SHARD_SECONDS"}
         def text(field: str) -> str:
             value = getattr(self, field)
             return "none" if value is None else str(int(value)) if isinstance(value, bool) else str(value)
