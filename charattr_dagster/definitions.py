@@ -53,7 +53,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
                                   device=settings.device, batch_size=settings.batch_size),
         "results_store": ResultStoreResource(database_url=database_url_config(settings.database_url)),
         "source": SourceResource(path=settings.source),
-        "warehouse": Warehouse(root=settings.warehouse),
+        "warehouse": Warehouse(root=settings.warehouse, artifacts=settings.warehouse_artifacts),
         "settings": PipelineSettings(vocabulary=settings.vocabulary, fusion_strategy=settings.fusion_strategy,
                                      max_failed_fraction=settings.max_failed_fraction,
                                      max_image_pixels=settings.max_image_pixels, labels_path=settings.labels,

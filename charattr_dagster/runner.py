@@ -274,4 +274,9 @@ def validate_settings(settings: Settings) -> None:
     if settings.database_url.startswith("sqlite:///"):
         Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     ResultStore(settings.database_url).close()
+    if "://" in settings.warehouse:  # object storage: reachable, and a shared folder for the artefacts
+        from .warehouse import Warehouse
+        Warehouse(root=settings.warehouse, artifacts=settings.warehouse_artifacts).asset_dir("attribute_probes")
+        remote = Warehouse(root=settings.warehouse).remote()
+        remote.fs.makedirs(remote.root, exist_ok=True)
     code_versions(settings)  # bad vocabulary; unknown model, weights tag or checkpoint file

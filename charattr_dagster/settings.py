@@ -23,6 +23,7 @@ the code versions of every asset downstream of it.
 | CHARATTR_SHARDS_PER_RUN       | `25` (partitions batched per run)|
 | CHARATTR_MAX_IMAGE_PIXELS     | `89478485` (decompression bombs) |
 | CHARATTR_LABELS               | none (user corrections file)     |
+| CHARATTR_WAREHOUSE_ARTIFACTS  | none (needed when the warehouse is an `s3://`/`gs://` URL: a shared folder) |
 | CHARATTR_EXECUTOR             | none: in-process for `charattr run`, multiprocess in the UI; or `in_process`, `multiprocess`, `celery` |
 | CHARATTR_CELERY_BROKER        | `redis://127.0.0.1:6379/0`       |
 | CHARATTR_CELERY_BACKEND       | `redis://127.0.0.1:6379/1`       |
@@ -98,6 +99,7 @@ class Settings:
     shards_per_run: int = 25
     max_image_pixels: int = 89_478_485
     labels: str | None = None
+    warehouse_artifacts: str | None = None
     executor: str | None = None
     celery_broker: str = "redis://127.0.0.1:6379/0"
     celery_backend: str = "redis://127.0.0.1:6379/1"
@@ -133,6 +135,8 @@ class Settings:
             shards_per_run=_int(env, "CHARATTR_SHARDS_PER_RUN", 25),
             max_image_pixels=_int(env, "CHARATTR_MAX_IMAGE_PIXELS", 89_478_485),
             labels=str(Path(env["CHARATTR_LABELS"]).resolve()) if env.get("CHARATTR_LABELS") else None,
+            warehouse_artifacts=(resolve_location(env["CHARATTR_WAREHOUSE_ARTIFACTS"])
+                                 if env.get("CHARATTR_WAREHOUSE_ARTIFACTS") else None),
             executor=executor,
             celery_broker=env.get("CHARATTR_CELERY_BROKER") or "redis://127.0.0.1:6379/0",
             celery_backend=env.get("CHARATTR_CELERY_BACKEND") or "redis://127.0.0.1:6379/1",
@@ -150,6 +154,7 @@ class Settings:
                  "batch_size": "CHARATTR_BATCH_SIZE", "fusion_strategy": "CHARATTR_FUSION_STRATEGY",
                  "max_failed_fraction": "CHARATTR_MAX_FAILED_FRACTION", "shards_per_run": "CHARATTR_SHARDS_PER_RUN",
                  "max_image_pixels": "CHARATTR_MAX_IMAGE_PIXELS", "labels": "CHARATTR_LABELS",
+                 "warehouse_artifacts": "CHARATTR_WAREHOUSE_ARTIFACTS",
                  "executor": "CHARATTR_EXECUTOR", "celery_broker": "CHARATTR_CELERY_BROKER",
                  "celery_backend": "CHARATTR_CELERY_BACKEND", "celery_shard_seconds": "CHARATTR_CELERY_SHARD_SECONDS"}
         def text(field: str) -> str:
