@@ -12,7 +12,7 @@ PRETRAINED ?=
 RUN_OPTIONS := $(if $(MODEL),--model $(MODEL)) $(if $(PRETRAINED),--pretrained $(PRETRAINED))
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 
-.PHONY: setup run test bench ui clean
+.PHONY: setup run test bench ui clean cluster-demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ bench: setup
 ui: setup
 	$(if $(MODEL),CHARATTR_MODEL=$(MODEL)) $(if $(PRETRAINED),CHARATTR_PRETRAINED=$(PRETRAINED)) \
 		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# Redis, PostgreSQL, dagster-daemon and two Celery workers (default + gpu) on this machine, the
+# sample through them, then everything stopped (docs/cluster.md).
+cluster-demo: setup
+	$(BIN)/charattr demo-data $(SAMPLE) --images 200 --shards 4 --seed 0
+	BIN=$(BIN) scripts/cluster-demo.sh $(SAMPLE) $(RUN_OPTIONS)
 
 clean:
 	rm -rf data/warehouse data/dagster_home data/reports data/charattr.db* $(SAMPLE)
