@@ -6,7 +6,7 @@ running a task dies, the visibility timeout) handed over as the `dagster_celery_
 that dagster-celery's app reads — so no configuration file, no DAGSTER_HOME, and no `celery`
 on PATH are needed. The worker runs in this process (no wrapper around a child), so SIGTERM
 reaches Celery itself: a warm shutdown that lets the running step finish, then exits 0
-(a second SIGTERM, or SIGQUIT, stops at once; the unfinished task is then redelivered).
+(SIGQUIT stops at once; the unfinished task is then redelivered).
 
     charattr worker --queue gpu --gpu 0        # one per GPU; takes clip_embeddings
     charattr worker --queue default            # everything else
