@@ -12,12 +12,12 @@ PRETRAINED ?=
 RUN_OPTIONS := $(if $(MODEL),--model $(MODEL)) $(if $(PRETRAINED),--pretrained $(PRETRAINED))
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 
-.PHONY: setup run test bench ui clean cluster-demo
+.PHONY: setup run test bench ui app clean cluster-demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,app]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -35,6 +35,10 @@ bench: setup
 ui: setup
 	$(if $(MODEL),CHARATTR_MODEL=$(MODEL)) $(if $(PRETRAINED),CHARATTR_PRETRAINED=$(PRETRAINED)) \
 		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# The web app on http://127.0.0.1:7860 (`charattr app --help`: --host, --port, model options).
+app: setup
+	$(BIN)/charattr app $(RUN_OPTIONS)
 
 # Redis, PostgreSQL, dagster-daemon and two Celery workers (default + gpu) on this machine, the
 # sample through them, then everything stopped (docs/cluster.md).

@@ -32,7 +32,7 @@ from charattr_dagster.warehouse import Warehouse
 from dagster_testing import make_settings, register, run_job
 
 REPO = Path(__file__).resolve().parents[1]
-CODE_DIRS = ("charattr_core", "charattr_dagster", "benchmarks")
+CODE_DIRS = ("charattr_core", "charattr_dagster", "charattr_app", "benchmarks")
 
 # -- no pickles -------------------------------------------------------------------------------
 
