@@ -74,15 +74,28 @@ def _merged_app_settings(base: Mapping[str, Any], given: Mapping[str, Any] | Non
     return merged
 
 
+def _url_config(url: str, variable: str) -> str | dict[str, str]:
+    """A broker/backend URL as a config default; one holding a password is referred to by its
+    environment variable (set here for this process), so the password is not stored with runs."""
+    import os
+
+    from charattr_core.store import redact_url
+
+    if redact_url(url) == url:
+        return url
+    os.environ[variable] = url
+    return {"env": variable}
+
+
 def build_executor(settings: Settings) -> dg.ExecutorDefinition:
     """The `charattr` executor with its defaults taken from `settings`."""
     from dagster_celery.executor import CeleryExecutor
 
     base = celery_app_settings(settings)
     celery_config = {
-        "broker": dg.Field(dg.StringSource, default_value=settings.celery_broker,
+        "broker": dg.Field(dg.StringSource, default_value=_url_config(settings.celery_broker, "CHARATTR_CELERY_BROKER"),
                            description="Celery broker URL (CHARATTR_CELERY_BROKER)."),
-        "backend": dg.Field(dg.StringSource, default_value=settings.celery_backend,
+        "backend": dg.Field(dg.StringSource, default_value=_url_config(settings.celery_backend, "CHARATTR_CELERY_BACKEND"),
                             description="Celery result backend URL (CHARATTR_CELERY_BACKEND)."),
         "include": dg.Field([str], is_required=False, description="Modules every worker should import."),
         "config_source": dg.Field(dg.Permissive(), default_value=base,

@@ -60,6 +60,19 @@ def test_keys_given_in_the_launchpad_merge_with_the_loss_settings(tmp_path):
                                                   "max_retries": 9}
 
 
+def test_a_broker_password_is_not_stored_with_the_job(tmp_path, monkeypatch):
+    from dagster._serdes import serialize_value
+
+    monkeypatch.setenv("CHARATTR_CELERY_BROKER", "")  # restored after the test: building sets it
+    monkeypatch.setenv("CHARATTR_CELERY_BACKEND", "")
+    settings = make_settings(tmp_path, tmp_path, executor="celery", celery_broker="redis://:s3cret@head:6379/0",
+                             celery_backend="redis://:s3cret@head:6379/1")
+    job = build_definitions(settings).resolve_job_def("report")
+    with dg.instance_for_test():
+        assert "s3cret" not in serialize_value(job.get_job_snapshot())
+    assert _executor_config(settings)["celery"]["broker"] == "redis://:s3cret@head:6379/0"  # read from the variable
+
+
 def test_visibility_timeout_follows_the_longest_step():
     base = Settings(source="/x")
     assert visibility_timeout(base) == 2 * 25 * 600
