@@ -12,7 +12,11 @@ PRETRAINED ?=
 RUN_OPTIONS := $(if $(MODEL),--model $(MODEL)) $(if $(PRETRAINED),--pretrained $(PRETRAINED))
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 
+<<<<<<< HEAD
 .PHONY: setup run test bench ui app clean cluster-demo
+=======
+.PHONY: setup run test bench ui app clean fuzz
+>>>>>>> main
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +32,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest
+
+# The property tests of hostile input with many more examples than `make test` runs (minutes).
+fuzz: setup
+	CHARATTR_HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/test_properties_badinput.py -q
 
 bench: setup
 	$(PY) -m benchmarks

@@ -3,7 +3,7 @@
 pyarrow datasets over the same filesystem, streamed batch by batch as on a local disk.
 
 What still holds on an object store, and what does not:
-- A table is written under a hidden temporary name (`.<name>.<random>.tmp`) and moved to its
+- A table is written under a hidden temporary name (`.<random>.tmp`) and moved to its
   real name when complete, so a reader never takes a partial file for a finished partition,
   and a failed write leaves the previous complete file as it was.
 - On a local or shared filesystem the move is a rename: atomic. On S3 and GCS there is no
@@ -98,7 +98,7 @@ class RemotePartitionWriter:
         self.path, self.schema, self.rows = path, schema, 0
         folder = path.path.rsplit("/", 1)[0]
         path.fs.makedirs(folder, exist_ok=True)
-        self._tmp = f"{folder}/.{path.name}.{uuid.uuid4().hex}.tmp"
+        self._tmp = f"{folder}/.{uuid.uuid4().hex}.tmp"  # short whatever the final name; hidden
         self._file = path.fs.open(self._tmp, "wb")
         self._writer = pq.ParquetWriter(self._file, schema, compression="zstd")
 
