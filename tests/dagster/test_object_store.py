@@ -41,6 +41,10 @@ def test_tables_round_trip_and_a_failed_write_keeps_the_previous_file(url):
     fs, root = fsspec.core.url_to_fs(url)
     assert [p.rsplit("/", 1)[-1] for p in fs.ls(f"{root}/raw_images", detail=False)] == ["shard%2F0.parquet"]
     assert str(wh.path("raw_images", "shard/0")).startswith(url.split("://")[0] + "://")
+    long_key = "長い名前" * 40  # its file name is cut and hashed; the key comes back from the metadata
+    with wh.writer("tag_parses", long_key, SCHEMA) as out:
+        out.write_rows([{"image_id": "x", "n": 0}])
+    assert wh.partitions("tag_parses") == [long_key] and wh.count_rows("tag_parses", [long_key]) == 1
 
 
 def test_an_object_store_warehouse_needs_a_shared_folder_for_the_artefacts(tmp_path):
