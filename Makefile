@@ -13,7 +13,7 @@ RUN_OPTIONS := $(if $(MODEL),--model $(MODEL)) $(if $(PRETRAINED),--pretrained $
 # One source, one namespace: each source has its own Dagster instance,
 # data/sources/<name>-<hash>/dagster_home (charattr_core/namespaces.py); `make ui` opens the sample's.
 
-.PHONY: setup run test bench ui app clean fuzz
+.PHONY: setup run test bench ui app clean fuzz cluster-demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ ui: setup
 # The web app on http://127.0.0.1:7860 (`charattr app --help`: --host, --port, model options).
 app: setup
 	$(BIN)/charattr app $(RUN_OPTIONS)
+
+# Redis, PostgreSQL, dagster-daemon and two Celery workers (default + gpu) on this machine, the
+# sample through them, then everything stopped (docs/cluster.md).
+cluster-demo: setup
+	$(BIN)/charattr demo-data $(SAMPLE) --images 200 --shards 4 --seed 0
+	BIN=$(BIN) scripts/cluster-demo.sh $(SAMPLE) $(RUN_OPTIONS)
 
 clean:
 	rm -rf data/sources data/warehouse data/dagster_home data/reports data/charattr.db* $(SAMPLE)

@@ -13,6 +13,7 @@ the exit code is non-zero only when a benchmark could not run.
     runtimes CPU runtimes and precisions vs eager fp32, and the auto path's stage (bench_runtimes.py)
     memory   peak RSS of tags-only runs (10k vs 100k images) and of a CLIP run (bench_memory.py)
     scale    1M posts over 100 partitions through `charattr run` (Dagster) (bench_scale.py)
+    cluster  Celery workers: overhead per step, 1 vs 2 workers per queue (bench_cluster.py)
 
 A full run takes well over an hour on a 2-core laptop (scale alone most of it, with ~14 GB of
 temporary disk); `--quick` takes a few minutes.
@@ -38,6 +39,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "runtimes": ("benchmarks.bench_runtimes", ["--quick"], []),
     "memory": ("benchmarks.bench_memory", ["--quick"], []),
     "scale": ("benchmarks.bench_scale", ["--quick"], []),
+    "cluster": ("benchmarks.bench_cluster", ["--quick"], []),
 }
 
 

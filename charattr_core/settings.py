@@ -52,7 +52,8 @@ BASELINE_STRATEGIES = ("tags_only", "clip_only", "simple_average")
 ALL_STRATEGIES = FIXED_STRATEGIES + BASELINE_STRATEGIES
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")  # int8: CPU only, opt-in
-RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")  # CPU inference runtimes (clip_runtime.py)
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
+EXECUTORS = ("in_process", "multiprocess", "celery")  # where the graph's steps run (charattr_dagster/executors.py)  # CPU inference runtimes (clip_runtime.py)
 DEFAULT_DATA_DIR = Path("data")
 ENV_PREFIX = "CHARATTR_"
 NO_WEIGHTS = ("none", "null")  # --pretrained values meaning "no pretrained weights" (like "random")
@@ -172,6 +173,19 @@ class Settings(BaseModel):
                                    scopes=(GRAPH,), ge=1)
     eval_bootstrap: int = setting(1000, "bootstrap resamples behind the evaluation's confidence intervals",
                                   group="graph", scopes=(GRAPH,), ge=0)
+    warehouse_artifacts: Optional[str] = setting(
+        None, "shared folder for the learned probes and policy when the warehouse is an s3:// or gs:// URL",
+        group="graph", scopes=(GRAPH,))
+    executor: Optional[Literal[EXECUTORS]] = setting(
+        None, "where steps run: in_process, multiprocess or celery (docs/cluster.md)", group="graph",
+        scopes=(GRAPH,), default_text="in-process for `charattr run`, multiprocess in the UI")
+    celery_broker: str = setting("redis://127.0.0.1:6379/0", "Celery broker URL (executor celery)", group="graph",
+                                 scopes=(GRAPH,))
+    celery_backend: str = setting("redis://127.0.0.1:6379/1", "Celery result backend URL (executor celery)",
+                                  group="graph", scopes=(GRAPH,))
+    celery_shard_seconds: int = setting(
+        600, "the longest one shard may take in one step; sets the broker's visibility timeout", group="graph",
+        scopes=(GRAPH,), ge=1)
 
     # -- validation ---------------------------------------------------------------------------------
     @model_validator(mode="before")
@@ -188,12 +202,21 @@ class Settings(BaseModel):
                 values[name] = value
         return values
 
-    @field_validator("warehouse", "reports", "vocabulary", "labels", "policy_path", "probes_path")
+    @field_validator("warehouse", "reports", "vocabulary", "labels", "policy_path", "probes_path",
+                     "warehouse_artifacts")
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
         if value in (None, "") or "://" in value:  # a URL (object store) stays as given
             return value or None
         return str(Path(value).expanduser().resolve())
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower().replace("-", "_")
+            return None if value in ("", "auto", "none") else value
+        return value
 
     @field_validator("pretrained", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ import os
 import dagster as dg
 
 from .assets import build_assets
+from .executors import build_executor
 from .jobs import ALL_JOBS
 from .resources import ClipModelResource, PipelineSettings, ResultStoreResource, SourceResource
 from .schedules import build_backfill_schedule
@@ -50,7 +51,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "clip": ClipModelResource.from_settings(settings),
         "results_store": ResultStoreResource(database_url=database_url_config(settings.database_url)),
         "source": SourceResource(path=settings.source),
-        "warehouse": Warehouse(root=settings.warehouse),
+        "warehouse": Warehouse(root=settings.warehouse, artifacts=settings.warehouse_artifacts),
         "settings": PipelineSettings.from_settings(settings),
     }
 
@@ -64,6 +65,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         sensors=[build_shard_sensor(settings.shards_per_run)],
         schedules=[build_backfill_schedule(settings.shards_per_run)],
         resources=build_resources(settings),
+        executor=build_executor(settings),  # in-process, multiprocess or Celery: CHARATTR_EXECUTOR
     )
 
 

@@ -7,14 +7,16 @@ the launchpad shows what the run uses and the code versions were computed from (
 URL with a password goes through `dg.EnvVar`).
 
 Heavy objects are created lazily and kept in a `PrivateAttr` (rather than eagerly in
-`setup_for_execution`): the CLIP model is loaded at most once per step process (once per run
-under the in-process executor, once per step under the multiprocess one), and not at all when
-every image of a step is already in the cache.
+`setup_for_execution`): the CLIP model is loaded at most once per process (`cached_clip_model`:
+once for all runs of a `charattr run`, once per step under the multiprocess executor, once per
+Celery worker for all the steps and shards it serves), and not at all when every image of a
+step is already in the cache.
 """
 
 from __future__ import annotations
 
-import functools
+import collections
+import threading
 from typing import TYPE_CHECKING, Any, Optional
 
 import dagster as dg
@@ -91,19 +93,40 @@ class ClipModelResource(_FromSettings, dg.ConfigurableResource):
     def get(self) -> "ClipModel":
         """The model, loaded on first use and then kept for the rest of this process."""
         if self._model is None:
-            self._model = _load_clip_once(self.model_name, self.pretrained, self.device, self.precision,
-                                          self.runtime, self.allow_download)
+            self._model = cached_clip_model(self.model_name, self.pretrained, self.model_key(), self.device,
+                                            self.precision, self.runtime, self.allow_download)
         return self._model
 
 
-@functools.lru_cache(maxsize=2)
-def _load_clip_once(model_name: str, pretrained: Optional[str], device: str, precision: str, runtime: str,
-                    allow_download: Optional[bool]) -> "ClipModel":
-    """One load per process and configuration: `charattr run` executes several runs in one
-    process, and the model (read-only at inference) serves them all."""
+# Process-level model cache: (model key, device, precision) -> model (the model key names the
+# CPU runtime and precision too). `charattr run` executes
+# several runs in one process and a Celery worker serves many steps and shards in one process; the
+# model (read-only at inference) serves them all. Keyed by the model key, not the `pretrained`
+# string, so a checkpoint file replaced at the same path loads again; by the resolved device, so
+# "auto" and "cuda" share one copy. At most two models stay loaded (GPU memory).
+_MODELS: "collections.OrderedDict[tuple[str, str, str], ClipModel]" = collections.OrderedDict()
+_MODELS_LOCK = threading.Lock()
+MAX_CACHED_MODELS = 2
+
+
+def cached_clip_model(model_name: str, pretrained: Optional[str], model_key: str, device: str, precision: str,
+                      runtime: str, allow_download: Optional[bool]) -> "ClipModel":
+    """The model for `model_key` on `device`, loaded once per process."""
     from charattr_core.clip import load_clip
-    return load_clip(model_name, pretrained, device=device, precision=precision, runtime=runtime,
-                     allow_download=allow_download)
+    from charattr_core.clip_loading import resolve_device, resolve_precision
+
+    torch_device = resolve_device(device)
+    key = (model_key, str(torch_device), resolve_precision(precision, torch_device))
+    with _MODELS_LOCK:  # two threads asking at once load once
+        model = _MODELS.get(key)
+        if model is None:
+            model = load_clip(model_name, pretrained, device=key[1], precision=precision, runtime=runtime,
+                              allow_download=allow_download)
+            _MODELS[key] = model
+            while len(_MODELS) > MAX_CACHED_MODELS:
+                _MODELS.popitem(last=False)
+        _MODELS.move_to_end(key)
+        return model
 
 
 # The assets that write the results database retry when it goes away (a server restart, a network

@@ -4,8 +4,10 @@ lineage.
 
 Order: register the source's shards as partitions; the per-shard signals (raw_images,
 tag_parses, clip_embeddings) as partition-range runs; the learning stages; fused_attributes as
-range runs; the report. Runs execute in this process (`execute_in_process` against the
-instance), so no daemon or run launcher is needed and CLIP loads once per run.
+range runs; the report. Runs are executed from this process with `execute_job` on a
+reconstructable job, so the configured executor is used: in-process by default (no daemon or
+run launcher needed, and CLIP loads once per process), one process per step, or Celery workers
+(`CHARATTR_EXECUTOR`, `--executor`; docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from charattr_core.settings import derived_locations, env_var
 
 from .asset_keys import (ATTRIBUTE_PROBES, ATTRIBUTE_REPORT, CLIP_EMBEDDINGS, FUSED_ATTRIBUTES, FUSION_POLICY,
                          RAW_IMAGES, TAG_PARSES)
+from .executors import executor_run_config, reconstructable_job
 from .jobs import fuse_shards_job, ingest_shards_job, report_job, train_job
 from .partitions import SHARDS, contiguous_ranges, range_tags
 from .settings import Settings
@@ -47,6 +50,7 @@ telemetry:
 # the runs of a killed process from runs that are still going (see `release_crashed_runs`).
 RUN_HOST_TAG = "charattr/host"
 RUN_PID_TAG = "charattr/pid"
+PARTITION_TAG = "dagster/partition"  # what `execute_in_process(partition_key=...)` sets
 _UNFINISHED = (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED)
 
 
@@ -113,7 +117,7 @@ def _value(entry) -> object:
     return getattr(entry, "value", entry)
 
 
-def _collect(result: dg.ExecuteInProcessResult, summary: GraphRunSummary) -> None:
+def _collect(result: dg.ExecuteInProcessResult | dg.JobExecutionResult, summary: GraphRunSummary) -> None:
     seen: set[str] = set()
     for event in result.get_asset_materialization_events():
         mat = event.step_materialization_data.materialization
@@ -149,7 +153,7 @@ def _collect(result: dg.ExecuteInProcessResult, summary: GraphRunSummary) -> Non
                                          f"{evaluation.description or 'failed'}")
 
 
-def _failure_reason(result: dg.ExecuteInProcessResult) -> str:
+def _failure_reason(result: dg.ExecuteInProcessResult | dg.JobExecutionResult) -> str:
     """The first failed step and its error message, without the exception's class path."""
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
@@ -213,30 +217,27 @@ def run_graph(settings: Settings, instance: dg.DagsterInstance, *, verbose: bool
     ordered = instance.get_dynamic_partitions(SHARDS)
     ranges = list(contiguous_ranges(shards, ordered, settings.shards_per_run))
     # Failures are summarised at the end; Dagster's own console log is for --verbose.
-    run_config = {"loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}}}
+    run_config = {"loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}},
+                  **executor_run_config(settings)}
     process_tags = {RUN_HOST_TAG: socket.gethostname(), RUN_PID_TAG: str(os.getpid())}
 
     def execute(job_name: str, keys: Sequence[str] | None) -> bool:
-        job = defs.resolve_job_def(job_name)
         label = job_name if keys is None else f"{job_name} [{keys[0]}]" if len(keys) == 1 else \
             f"{job_name} [{keys[0]} … {keys[-1]}, {len(keys)} shards]"
         started = time.perf_counter()
-        if keys is None:
-            result = job.execute_in_process(instance=instance, run_config=run_config, tags=process_tags,
-                                            raise_on_error=False)
-        elif len(keys) == 1:
-            result = job.execute_in_process(instance=instance, run_config=run_config, partition_key=keys[0],
-                                            tags=process_tags, raise_on_error=False)
-        else:
-            result = job.execute_in_process(instance=instance, run_config=run_config,
-                                            tags={**process_tags, **range_tags(keys)}, raise_on_error=False)
-        summary.runs += 1
-        _collect(result, summary)
-        status = "ok" if result.success else f"FAILED ({_failure_reason(result)})"
-        if not result.success:
-            summary.failed_runs.append(f"{label}: {_failure_reason(result)}")
-        progress(f"{label}: {status} in {time.perf_counter() - started:.1f} s (run {result.run_id[:8]})")
-        return result.success
+        tags = dict(process_tags)
+        if keys is not None:
+            tags.update({PARTITION_TAG: keys[0]} if len(keys) == 1 else range_tags(keys))
+        # execute_job, not execute_in_process: the latter ignores the job's executor (Celery).
+        with dg.execute_job(reconstructable_job(settings, job_name), instance=instance, run_config=run_config,
+                            tags=tags, raise_on_error=False) as result:
+            summary.runs += 1
+            _collect(result, summary)
+            if not result.success:
+                summary.failed_runs.append(f"{label}: {_failure_reason(result)}")
+            status = "ok" if result.success else f"FAILED ({_failure_reason(result)})"
+            progress(f"{label}: {status} in {time.perf_counter() - started:.1f} s (run {result.run_id[:8]})")
+            return result.success
 
     ingested = [keys for keys in ranges if execute(ingest_shards_job.name, keys)]
     execute(train_job.name, None)
@@ -294,4 +295,9 @@ def validate_settings(settings: Settings) -> None:
     if settings.database_url.startswith("sqlite:///"):
         Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     ResultStore(settings.database_url).close()
+    if "://" in settings.warehouse:  # object storage: reachable, and a shared folder for the artefacts
+        from .warehouse import Warehouse
+        Warehouse(root=settings.warehouse, artifacts=settings.warehouse_artifacts).asset_dir("attribute_probes")
+        remote = Warehouse(root=settings.warehouse).remote()
+        remote.fs.makedirs(remote.root, exist_ok=True)
     code_versions(settings)  # bad vocabulary; unknown model, weights tag or checkpoint file

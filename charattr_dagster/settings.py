@@ -6,4 +6,4 @@ Definitions are built at load time from one `Settings.from_env()` value, so the 
 configuration and the `code_version`s that the UI uses to mark assets stale always agree.
 """
 
-from charattr_core.settings import NO_WEIGHTS, Settings  # noqa: F401
+from charattr_core.settings import EXECUTORS, NO_WEIGHTS, Settings  # noqa: F401

@@ -10,6 +10,10 @@ and stream the files back with `iter_batches` (pyarrow.dataset), never loading a
 
 A file is written under a temporary name and renamed when complete, so a crashed step never
 leaves a file that a reader would take for a finished partition.
+
+`root` may also be an fsspec URL (`s3://bucket/prefix`, `gs://...`, `file://...`): the tables
+then go through `object_store.py` (which says what still holds there), and the learned
+artefacts go to the shared folder `artifacts`.
 """
 
 from __future__ import annotations
@@ -19,13 +23,16 @@ import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 from urllib.parse import quote, unquote
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+from pydantic import PrivateAttr
+
+from .object_store import RemotePartitionWriter, RemotePath, RemoteTables, is_url
 
 SUFFIX = ".parquet"
 UNPARTITIONED = "_all"  # file stem of an unpartitioned asset's table
@@ -57,7 +64,11 @@ def _partition_of(path: Path) -> str:
     stem = path.name[: -len(SUFFIX)]
     if HASH_MARK not in stem:
         return unquote(stem)
-    metadata = pq.read_schema(path).metadata or {}
+    if isinstance(path, RemotePath):
+        with path.open("rb") as fh:
+            metadata = pq.read_schema(fh).metadata or {}
+    else:
+        metadata = pq.read_schema(path).metadata or {}
     return metadata.get(PARTITION_METADATA_KEY, b"").decode("utf-8", "surrogateescape") or unquote(stem)
 
 
@@ -97,12 +108,30 @@ class Warehouse(dg.ConfigurableResource):
     """Where the assets' tables live: `<root>/<asset>/<partition>.parquet`."""
 
     root: str
+    artifacts: Optional[str] = None  # learned artefacts' shared folder when `root` is a URL
+
+    _remote: Optional[RemoteTables] = PrivateAttr(default=None)
+
+    def remote(self) -> Optional[RemoteTables]:
+        """The fsspec tables when `root` is a URL, else None."""
+        if self._remote is None and is_url(self.root):
+            self._remote = RemoteTables(self.root)
+        return self._remote
 
     def asset_dir(self, asset: str) -> Path:
         """The folder of one asset (also where unpartitioned artefacts such as probes live)."""
+        if is_url(self.root):
+            if not self.artifacts:
+                from charattr_core.errors import ConfigError
+                raise ConfigError(f"The warehouse {self.root} is on object storage; set CHARATTR_WAREHOUSE_ARTIFACTS "
+                                  "to a folder every machine shares, for the probes and the policy.")
+            return Path(self.artifacts) / asset
         return Path(self.root) / asset
 
     def path(self, asset: str, partition: str | None = None) -> Path:
+        remote = self.remote()
+        if remote is not None:
+            return remote.path(asset, partition_file_stem(partition) + SUFFIX)  # a RemotePath
         return self.asset_dir(asset) / (partition_file_stem(partition) + SUFFIX)
 
     def has(self, asset: str, partition: str | None = None) -> bool:
@@ -110,6 +139,9 @@ class Warehouse(dg.ConfigurableResource):
 
     def partitions(self, asset: str) -> list[str]:
         """The partition keys that have a complete file, sorted."""
+        if self.remote() is not None:
+            return sorted(_partition_of(self.remote().path(asset, n)) for n in self.remote().file_names(asset)
+                          if n.endswith(SUFFIX) and not n.startswith("."))
         folder = self.asset_dir(asset)
         if not folder.is_dir():
             return []
@@ -119,11 +151,14 @@ class Warehouse(dg.ConfigurableResource):
     def writer(self, asset: str, partition: str | None, schema: pa.Schema) -> Iterator[PartitionWriter]:
         """Write one partition's file; it appears under its real name only if the block succeeds."""
         path = self.path(asset, partition)
-        path.parent.mkdir(parents=True, exist_ok=True)
         if partition is not None:  # the key, for file names cut to fit (see `partition_file_stem`)
             schema = schema.with_metadata({**(schema.metadata or {}),
                                            PARTITION_METADATA_KEY: partition.encode("utf-8", "surrogateescape")})
-        writer = PartitionWriter(path, schema)
+        if self.remote() is not None:
+            writer = RemotePartitionWriter(path, schema)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            writer = PartitionWriter(path, schema)
         try:
             yield writer
         except BaseException:
@@ -135,6 +170,9 @@ class Warehouse(dg.ConfigurableResource):
         """A lazy pyarrow dataset over the given partitions' files (all when None); missing files
         are left out. None when there is no file at all."""
         keys = self.partitions(asset) if partitions is None else list(partitions)
+        if self.remote() is not None:
+            paths = [self.path(asset, k) for k in keys if self.has(asset, k)]
+            return self.remote().dataset(paths) if paths else None
         files = [str(self.path(asset, k)) for k in keys if self.has(asset, k)]
         return ds.dataset(files, format="parquet") if files else None
 

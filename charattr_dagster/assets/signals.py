@@ -76,6 +76,7 @@ def build_clip_embeddings(code_version: str, backfill_policy: dg.BackfillPolicy)
         name=CLIP_EMBEDDINGS, group_name="signals", deps=[RAW_IMAGES], partitions_def=shards_partitions,
         backfill_policy=backfill_policy, code_version=code_version, kinds={"pytorch", "parquet"}, pool="gpu",
         check_specs=embedding_specs(CLIP_EMBEDDINGS), retry_policy=STORE_RETRY_POLICY,
+        op_tags={"dagster-celery/queue": "gpu"},  # on a cluster: only GPU workers take it (executors.py)
         description="Per image: the L2-normalised CLIP image embedding (float16) and the model key. Zero-shot "
                     "scores are computed later from these and cached text embeddings. When the weights are not "
                     "available offline, the partition is written empty and the model_available check warns.",
