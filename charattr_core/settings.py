@@ -431,7 +431,7 @@ def _describe(exc: ValidationError, origins: Mapping[str, str]) -> str:
     elif kind == "less_than_equal":
         what = f"must be at most {ctx.get('le')}"
     elif kind == "literal_error":
-        what = f"must be one of: {', '.join(get_args(Settings.model_fields[name].annotation))}"
+        what = f"must be one of: {', '.join(_literal_choices(Settings.model_fields[name].annotation))}"
     elif kind == "value_error":
         return error["msg"].removeprefix("Value error, ").rstrip(".") + "."
     else:
@@ -443,9 +443,17 @@ def _describe(exc: ValidationError, origins: Mapping[str, str]) -> str:
 _DEST = "setting__"
 
 
-def _argument_type(annotation: Any) -> tuple[Any, list[str] | None]:
+def _literal_choices(annotation: Any) -> list[str]:
+    """The choices of `Literal[...]` or `Optional[Literal[...]]`; [] for other types."""
     if get_origin(annotation) is Literal:
-        return str, list(get_args(annotation))
+        return list(get_args(annotation))
+    return [c for a in get_args(annotation) if get_origin(a) is Literal for c in get_args(a)]
+
+
+def _argument_type(annotation: Any) -> tuple[Any, list[str] | None]:
+    choices = _literal_choices(annotation)
+    if choices:
+        return str, choices
     args = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
     base = args[0]
     return (base if base in (int, float) else str), None

@@ -27,7 +27,6 @@ their own — except a database password, which is never put into a run (see
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from typing import Any, Mapping
 
@@ -146,7 +145,7 @@ def settings_payload(settings: Settings) -> dict[str, Any]:
     """The settings as plain values for a reconstructable job, without a database password."""
     from charattr_core.store import redact_url
 
-    fields = dataclasses.asdict(settings)
+    fields = settings.model_dump(mode="json")
     if redact_url(settings.database_url) != settings.database_url:
         fields["database_url"] = None  # read from $CHARATTR_DATABASE_URL where the job is rebuilt
     return fields

@@ -94,7 +94,7 @@ class ClipModelResource(_FromSettings, dg.ConfigurableResource):
         """The model, loaded on first use and then kept for the rest of this process."""
         if self._model is None:
             self._model = cached_clip_model(self.model_name, self.pretrained, self.model_key(), self.device,
-                                            self.precision, self.runtime, self.allow_download)
+                                            self.precision, self.allow_download, self.runtime)
         return self._model
 
 
@@ -110,7 +110,7 @@ MAX_CACHED_MODELS = 2
 
 
 def cached_clip_model(model_name: str, pretrained: Optional[str], model_key: str, device: str, precision: str,
-                      runtime: str, allow_download: Optional[bool]) -> "ClipModel":
+                      allow_download: Optional[bool], runtime: str = "auto") -> "ClipModel":
     """The model for `model_key` on `device`, loaded once per process."""
     from charattr_core.clip import load_clip
     from charattr_core.clip_loading import resolve_device, resolve_precision

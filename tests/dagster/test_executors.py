@@ -162,6 +162,7 @@ def test_the_model_cache_is_keyed_by_model_key_and_resolved_device(tmp_path, mon
     assert resources.cached_clip_model("charattr-tiny", "/ckpt.pt", "charattr-tiny/file:2", "cpu", "fp32", None) is not first
     assert len(loads) == 2
     # Two resource objects (two steps of one worker) share one model.
-    a = resources.ClipModelResource(model_name="charattr-tiny", pretrained=None, device="cpu")
-    b = resources.ClipModelResource(model_name="charattr-tiny", pretrained=None, device="auto")
-    assert a.get() is b.get() is first and len(loads) == 2  # auto = cpu here, precision auto = fp32
+    # (precision fp32: the PyTorch reference, whose key is the plain `charattr-tiny/random`)
+    a = resources.ClipModelResource(model_name="charattr-tiny", pretrained=None, device="cpu", precision="fp32")
+    b = resources.ClipModelResource(model_name="charattr-tiny", pretrained=None, device="auto", precision="fp32")
+    assert a.get() is b.get() is first and len(loads) == 2  # auto = cpu here
