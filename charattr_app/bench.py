@@ -83,7 +83,7 @@ def run_benchmark(config: PipelineConfig, images: int = 32, size: int = 128, wor
         folder = Path(tmp) / "sample"
         write_demo_dataset(folder, n_images=images, n_shards=1, seed=0, size=size)
         config = config.replace(database_url=f"sqlite:///{Path(tmp) / 'bench.db'}", cache_results=True)
-        runs, note = [], None
+        runs, note, model_key = [], None, None
         for name in ("first run (empty cache)", "second run (cached)"):
             summary = RunSummary()
             started = time.perf_counter()
@@ -91,8 +91,9 @@ def run_benchmark(config: PipelineConfig, images: int = 32, size: int = 128, wor
                 for _ in pipe.iter_results(folder, summary=summary):
                     pass
                 note = note or pipe.clip_unavailable
+                model_key = model_key or pipe.clip_model_key  # names the CPU inference path too
             seconds = time.perf_counter() - started
             counts = summary.stages[STAGE_FUSED]
             runs.append(Run(name, summary.images, seconds, counts.computed, counts.skipped))
-    model = f"{config.model_name}/{config.pretrained or 'random'}" if config.use_clip else "tags only (CLIP off)"
+    model = model_key or ("tags only (CLIP off)" if not config.use_clip else f"CLIP unavailable: {note}")
     return BenchResult(model, runs, describe_machine(machine_info()), note)

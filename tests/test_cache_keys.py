@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from charattr_core.clip import clip_model_key
 from charattr_core.fusion import Thresholds
 from charattr_core.pipeline import RunSummary, create_pipeline
 from charattr_core.policy import FusionPolicy
@@ -165,8 +166,9 @@ def test_probes_of_another_model_are_left_out_with_the_reason(tmp_path, use_clip
     assert summary.signals["probes"].startswith("not used: ")
     if use_clip:
         assert "ViT-B-32/openai" in summary.signals["probes"] and "charattr-tiny/random" in summary.signals["probes"]
-        assert summary.signals["clip"] == "used: charattr-tiny/random"
-        assert versions["clip_embeddings"].endswith("charattr-tiny/random")
+        tiny_key = clip_model_key("charattr-tiny", None)  # names the CPU path (clip_runtime.py) where not fp32
+        assert summary.signals["clip"] == f"used: {tiny_key}"
+        assert versions["clip_embeddings"].endswith(tiny_key)
     else:
         assert "CLIP is not used" in summary.signals["probes"]
     assert "probes not used" in rows["a.png"]["notes"]

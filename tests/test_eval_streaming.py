@@ -15,7 +15,7 @@ from charattr_core.cli import main
 from charattr_core.synthetic import write_demo_dataset
 
 N_IMAGES = 96
-BATCH = 8  # --batch-size: images per batch, so the source is 12 batches
+BATCH = 8  # --stage-batch-size: images per batch, so the source is 12 batches
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_eval_holds_a_few_batches_of_signals_not_the_whole_source(sample, tmp_pa
         if getattr(module, "Signals", None) is original:
             monkeypatch.setattr(module, "Signals", CountedSignals)
 
-    code = main(["eval", str(sample), "--model", "charattr-tiny", "--pretrained", "random", "--batch-size", str(BATCH),
+    code = main(["eval", str(sample), "--model", "charattr-tiny", "--pretrained", "random", "--stage-batch-size", str(BATCH),
                  "--database-url", f"sqlite:///{tmp_path / 'cache.db'}", "--out-dir", str(tmp_path / "eval"),
                  "--bootstrap", "20"])
     _out, err = capsys.readouterr()

@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 from PIL import Image
 
+from charattr_core.clip import clip_model_key
 from charattr_core.store import ResultStore
 from charattr_dagster.asset_keys import (CLIP_EMBEDDINGS, FUSED_ATTRIBUTES, FUSION_POLICY, RAW_IMAGES,
                                        TAG_PARSES)
@@ -99,13 +100,14 @@ def test_a_policy_trained_with_one_model_is_not_used_or_reported_by_a_run_withou
     trained = materialization(run_job(with_clip, instance, "train_fusion"), FUSION_POLICY)
     assert trained["skipped"] is False and trained["published"] is True
     fused = materialization(run_job(with_clip, instance, "fuse_shards", list(SHARD_KEYS)), FUSED_ATTRIBUTES)
-    assert fused["policy_used"] is True and fused["signals"]["clip"] == "used: charattr-tiny/random"
+    tiny_key = clip_model_key("charattr-tiny", None)  # names the CPU path (clip_runtime.py) where not fp32
+    assert fused["policy_used"] is True and fused["signals"]["clip"] == f"used: {tiny_key}"
 
     without_clip = build_definitions(make_settings(demo_source, tmp_path, use_clip=False))
     run_job(without_clip, instance, "ingest_shards", list(SHARD_KEYS))
     fused = materialization(run_job(without_clip, instance, "fuse_shards", list(SHARD_KEYS)), FUSED_ATTRIBUTES)
     assert fused["policy_used"] is False and fused["probes_used"] is False
-    reason = "the fusion policy was trained for CLIP model charattr-tiny/random, and this run uses no CLIP"
+    reason = f"the fusion policy was trained for CLIP model {tiny_key}, and this run uses no CLIP"
     assert fused["signals"]["policy"].startswith(f"not used: {reason}")
     assert "fusion_policy" not in fused["versions"] and "attribute_probes" not in fused["versions"]
     rows = list(Warehouse(root=str(tmp_path / "warehouse")).iter_rows(FUSED_ATTRIBUTES, list(SHARD_KEYS)))
