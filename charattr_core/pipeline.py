@@ -343,6 +343,10 @@ class Pipeline:
         if tags is not None:
             item.tags = ", ".join(tags) if isinstance(tags, (list, tuple)) else tags
         if require_signal and item.error is None and not (item.tags or "").strip() and self.clip_model_key is None:
+            # A file that is not a usable image says so first: that is what the user must fix.
+            checked = inspect_image(item, self.config.max_image_pixels)
+            if not checked.ok:
+                raise ConfigError(f"Image {item.uri} cannot be processed: {checked.error}.")
             raise NoSignalError(f"No signal for {item.uri}: it has no tags (none given, and no sidecar tags file) "
                                 f"and CLIP is not used ({self.clip_unavailable}), so every attribute would be unknown.")
         record, fused = self.process_items([item])[0]
