@@ -96,14 +96,10 @@ def _value(entry) -> object:
 
 
 def _collect(result: dg.ExecuteInProcessResult, summary: GraphRunSummary) -> None:
-    seen: set[str] = set()
     for event in result.get_asset_materialization_events():
         mat = event.step_materialization_data.materialization
         asset, meta = mat.asset_key.to_user_string(), {k: _value(v) for k, v in mat.metadata.items()}
-        if asset in seen:  # a range run materializes every shard with the run's totals
-            continue
-        seen.add(asset)
-        if asset in COUNTED_STAGES:
+        if asset in COUNTED_STAGES:  # each partition's event carries that shard's own numbers
             totals = summary.stages[asset]
             for name in ("computed", "skipped", "failed", "rows"):
                 setattr(totals, name, getattr(totals, name) + int(meta.get(name, 0) or 0))

@@ -8,6 +8,7 @@ the learned policy are used when their assets have produced them; without them (
 CLIP) fusion runs on the signals that remain.
 """
 
+from collections import Counter
 from typing import Any, Callable
 
 import dagster as dg
@@ -21,6 +22,7 @@ from charattr_core.stages import (STAGE_FUSED, Codec, StageCounts, fuse_batch, f
 from ..checks import EstimateTally, estimate_specs
 from ..asset_keys import (ATTRIBUTE_PROBES, CLIP_EMBEDDINGS, FUSED_ATTRIBUTES, FUSION_POLICY, RAW_IMAGES,
                           TAG_PARSES)
+from ..lineage import lineage_tags
 from ..metadata import StageLedger
 from ..partitions import shards_partitions
 from ..resources import STORE_RETRY_POLICY, ClipModelResource, PipelineSettings, ResultStoreResource
@@ -91,14 +93,13 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
         notes = (f"clip unavailable: {unavailable}",) if unavailable else ()
         scorer = None if unavailable else lazy_zero_shot(clip, vocabulary)
 
-        ledger, tally = StageLedger(FUSED_ATTRIBUTES, warehouse), EstimateTally(vocabulary)
-        strategies: dict[str, int] = {}
+        ledger, tally = StageLedger(FUSED_ATTRIBUTES, warehouse, context), EstimateTally(vocabulary)
         missing = {"tag_parses": 0, "clip_embeddings": 0}
         schema = fused_arrow_schema(vocabulary)
         database_rows = 0
         for shard in context.partition_keys:
             require_inputs(warehouse, shard, with_embeddings=unavailable is None)
-            counts = StageCounts()
+            counts, shard_tally, shard_strategies = StageCounts(), EstimateTally(vocabulary), Counter()
             with warehouse.writer(FUSED_ATTRIBUTES, shard, schema) as out:
                 for batch in iter_signals(warehouse, shard, with_embeddings=unavailable is None,
                                           batch_size=settings.batch_size):
@@ -123,7 +124,8 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
                     for record, f in zip(records, fused):
                         f.source_uri = record.source_uri  # the same bytes may live at several paths
                         tally.add(f.image_id, f.attributes, f.confidence)
-                        strategies[f.strategy] = strategies.get(f.strategy, 0) + 1
+                        shard_tally.add(f.image_id, f.attributes, f.confidence)
+                        shard_strategies[f.strategy] += 1
                         rows.append(f.to_flat())
                     out.write_rows(rows)
                     # The product table gets what it lacks: rows fused now, and cached rows missing
@@ -133,17 +135,18 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
                     needed = [_store_row(f) for f in fused if f.image_id in fresh or f.image_id not in present]
                     if needed:
                         database_rows += store.put_fused(version, needed)
-            ledger.add(shard, counts, out.rows)
+            ledger.add(shard, counts, out.rows, value_distribution=shard_tally.distribution(),
+                       strategies=dg.MetadataValue.json(dict(shard_strategies)))
         metadata = ledger.metadata()
         metadata.update({
             "stage_version": version, "versions": dg.MetadataValue.json(versions),
             "clip_used": unavailable is None, "probes_used": probes is not None, "policy_used": policy is not None,
-            "strategies": dg.MetadataValue.json(strategies), "images_without": dg.MetadataValue.json(missing),
-            "value_distribution": tally.distribution(), "database": results_store.redacted_url(),
+            "images_without": dg.MetadataValue.json(missing), "database": results_store.redacted_url(),
             "database_rows_written": database_rows,
         })
         if unavailable:
             metadata["clip_unavailable_reason"] = unavailable
-        return dg.MaterializeResult(metadata=metadata, check_results=tally.results())
+        return dg.MaterializeResult(metadata=metadata, check_results=tally.results(),
+                                    tags=lineage_tags(context, [RAW_IMAGES, TAG_PARSES, CLIP_EMBEDDINGS]))
 
     return fused_attributes

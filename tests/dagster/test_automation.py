@@ -48,7 +48,7 @@ def test_the_sensor_registers_new_shards_once_and_requests_one_range_run(defs, i
 
     # The range request resolves against the partitions added in the same tick: one run, both shards.
     result = defs.resolve_job_def("process_shards").execute_in_process(instance=instance, tags=request.tags)
-    assert materialization(result, "raw_images")["rows"] == 2 * IMAGES_PER_SHARD
+    assert materialization(result, "raw_images")["run_rows"] == 2 * IMAGES_PER_SHARD
     assert instance.get_materialized_partitions(dg.AssetKey("fused_attributes")) == set(SHARD_KEYS)
 
     again = _tick(defs, instance)
