@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--database-url", help="results database (default sqlite:///data/charattr.db)")
     p.add_argument("--warehouse", help="Parquet warehouse folder (default data/warehouse)")
     p.add_argument("--reports", help="report folder (default data/reports)")
-    p.add_argument("--shards-per-run", type=int, help="shards materialized per run (default 25)")
+    p.add_argument("--shards-per-run", type=int, help="shards materialized per run (default 1: each partition keeps its own lineage)")
     p.add_argument("--max-failed-fraction", type=float,
                    help="share of unreadable images above which a shard's later stages are blocked (default 0.5)")
     p.add_argument("--max-image-pixels", type=int,

@@ -20,7 +20,7 @@ the code versions of every asset downstream of it.
 | CHARATTR_BATCH_SIZE           | `32`                             |
 | CHARATTR_FUSION_STRATEGY      | `confidence_weighted`            |
 | CHARATTR_MAX_FAILED_FRACTION  | `0.5` (blocking check bound)     |
-| CHARATTR_SHARDS_PER_RUN       | `25` (partitions batched per run)|
+| CHARATTR_SHARDS_PER_RUN       | `1` (partitions batched per run) |
 | CHARATTR_MAX_IMAGE_PIXELS     | `89478485` (decompression bombs) |
 | CHARATTR_LABELS               | none (user corrections file)     |
 
@@ -84,7 +84,7 @@ class Settings:
     batch_size: int = 32
     fusion_strategy: str = "confidence_weighted"
     max_failed_fraction: float = 0.5
-    shards_per_run: int = 25
+    shards_per_run: int = 1  # >1: fewer runs, but lineage shared per run (README, "Dagster UI")
     max_image_pixels: int = 89_478_485
     labels: str | None = None
 
@@ -111,7 +111,7 @@ class Settings:
             batch_size=_int(env, "CHARATTR_BATCH_SIZE", 32),
             fusion_strategy=env.get("CHARATTR_FUSION_STRATEGY") or "confidence_weighted",
             max_failed_fraction=fraction,
-            shards_per_run=_int(env, "CHARATTR_SHARDS_PER_RUN", 25),
+            shards_per_run=_int(env, "CHARATTR_SHARDS_PER_RUN", 1),
             max_image_pixels=_int(env, "CHARATTR_MAX_IMAGE_PIXELS", 89_478_485),
             labels=str(Path(env["CHARATTR_LABELS"]).resolve()) if env.get("CHARATTR_LABELS") else None,
         )

@@ -59,6 +59,23 @@ def require_inputs(warehouse: Warehouse, shard: str, with_embeddings: bool) -> N
                          "failed blocking check); materialize them for this shard first.", allow_retries=False)
 
 
+def remove_vanished(store, warehouse: Warehouse, shard: str, before: set[str]) -> int:
+    """Product rows of images that were in the shard's previous output and are gone now (deleted
+    from the source), unless another shard still holds the same bytes; returns how many."""
+    gone = before - image_ids(warehouse, [shard])
+    if gone:  # rare: only then read the other shards' ids
+        gone -= image_ids(warehouse, [k for k in warehouse.partitions(FUSED_ATTRIBUTES) if k != shard])
+    return store.delete_fused(gone) if gone else 0
+
+
+def image_ids(warehouse: Warehouse, shards: list[str]) -> set[str]:
+    """The image ids in the shards' fused_attributes files (one column, streamed)."""
+    found: set[str] = set()
+    for batch in warehouse.iter_batches(FUSED_ATTRIBUTES, shards, columns=["image_id"]):
+        found.update(batch.column(0).to_pylist())
+    return found
+
+
 def _store_row(fused: FusedAttributes) -> dict[str, Any]:
     return {"image_id": fused.image_id, "source_uri": fused.source_uri, "confidence": fused.confidence,
             "strategy": fused.strategy, "payload": fused.to_record()}
@@ -99,6 +116,7 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
         database_rows = 0
         for shard in context.partition_keys:
             require_inputs(warehouse, shard, with_embeddings=unavailable is None)
+            before = image_ids(warehouse, [shard])
             counts, shard_tally, shard_strategies = StageCounts(), EstimateTally(vocabulary), Counter()
             with warehouse.writer(FUSED_ATTRIBUTES, shard, schema) as out:
                 for batch in iter_signals(warehouse, shard, with_embeddings=unavailable is None,
@@ -135,8 +153,9 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
                     needed = [_store_row(f) for f in fused if f.image_id in fresh or f.image_id not in present]
                     if needed:
                         database_rows += store.put_fused(version, needed)
+            removed = remove_vanished(store, warehouse, shard, before)
             ledger.add(shard, counts, out.rows, value_distribution=shard_tally.distribution(),
-                       strategies=dg.MetadataValue.json(dict(shard_strategies)))
+                       strategies=dg.MetadataValue.json(dict(shard_strategies)), images_removed=removed)
         metadata = ledger.metadata()
         metadata.update({
             "stage_version": version, "versions": dg.MetadataValue.json(versions),
