@@ -33,6 +33,7 @@ bench: setup
 	$(PY) -m benchmarks
 
 ui: setup
+	$(PY) -m charattr_dagster.instance >/dev/null  # charattr's dagster.yaml in a new DAGSTER_HOME
 	$(if $(MODEL),CHARATTR_MODEL=$(MODEL)) $(if $(PRETRAINED),CHARATTR_PRETRAINED=$(PRETRAINED)) \
 		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 

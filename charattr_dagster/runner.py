@@ -24,25 +24,14 @@ import dagster as dg
 
 from charattr_core.errors import ConfigError
 
+from .instance import prepare_dagster_home
 from .asset_keys import (ATTRIBUTE_PROBES, ATTRIBUTE_REPORT, CLIP_EMBEDDINGS, FUSED_ATTRIBUTES, FUSION_POLICY,
                          RAW_IMAGES, TAG_PARSES)
 from .jobs import fuse_shards_job, ingest_shards_job, report_job, train_job
 from .partitions import SHARDS, contiguous_ranges, range_tags
 from .settings import Settings
 
-DEFAULT_DAGSTER_HOME = Path("data/dagster_home")
 COUNTED_STAGES = (RAW_IMAGES, TAG_PARSES, CLIP_EMBEDDINGS, FUSED_ATTRIBUTES)
-# Written into a new DAGSTER_HOME: runs that use the GPU pool (clip_embeddings) queue behind each other.
-INSTANCE_YAML = """\
-# Written by `charattr run` for a new instance; edit freely.
-# Steps in the "gpu" pool (clip_embeddings) run one at a time.
-concurrency:
-  pools:
-    default_limit: 1
-# charattr runs offline by design; re-enable Dagster's usage statistics here if you wish.
-telemetry:
-  enabled: false
-"""
 # Run tags naming the `charattr run` process that executes a run, so that a later one can tell
 # the runs of a killed process from runs that are still going (see `release_crashed_runs`).
 RUN_HOST_TAG = "charattr/host"
@@ -51,13 +40,8 @@ _UNFINISHED = (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg
 
 
 def dagster_home() -> Path:
-    """$DAGSTER_HOME when set, else data/dagster_home; created (with a dagster.yaml) when missing."""
-    home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).expanduser().resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text(INSTANCE_YAML, encoding="utf-8")
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home
+    """$DAGSTER_HOME when set, else data/dagster_home; created (with charattr's dagster.yaml) when new."""
+    return prepare_dagster_home()
 
 
 @dataclass
