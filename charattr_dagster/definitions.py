@@ -18,6 +18,7 @@ from pathlib import Path
 import dagster as dg
 
 from .assets import build_assets
+from .automation import build_automation_sensor
 from .jobs import ALL_JOBS
 from .resources import ClipModelResource, PipelineSettings, ResultStoreResource, SourceResource
 from .schedules import build_backfill_schedule
@@ -66,7 +67,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=build_assets(code_versions(settings), settings.shards_per_run),
         jobs=list(ALL_JOBS),
-        sensors=[build_shard_sensor(settings.shards_per_run)],
+        sensors=[build_shard_sensor(settings.shards_per_run), build_automation_sensor()],
         schedules=[build_backfill_schedule(settings.shards_per_run)],
         resources=build_resources(settings),
     )
