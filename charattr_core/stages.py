@@ -177,15 +177,32 @@ def fused_versions(vocabulary, clip_model_key: str | None, probes, policy, strat
         versions[STAGE_CLIP] = clip_stage_version(clip_model_key)
     if probes is not None:
         versions["attribute_probes"] = probes.probes_version
-    versions["fusion"] = policy.version if policy is not None else strategy
+    versions["fusion"] = strategy  # the fixed strategy (the fallback when a policy is in use)
+    if policy is not None:
+        versions["policy"] = policy.version
     versions["thresholds"] = f"{thresholds.accept}/{thresholds.low}"
     return versions
 
 
+LEARNED_PARTS = ("attribute_probes", "policy")  # artefacts that learning assets produce at run time
+
+
+def fused_code_version(versions: Mapping[str, str]) -> str:
+    """`fused-1+<hash12>` over what is fixed when the code is deployed (code, vocabulary, tag and
+    CLIP versions, strategy, thresholds): the Dagster code version of fused_attributes."""
+    fixed = sorted((k, v) for k, v in versions.items() if k not in LEARNED_PARTS)
+    return f"{FUSED_CODE_VERSION}+{hashlib.sha256(repr(fixed).encode()).hexdigest()[:12]}"
+
+
 def fused_stage_version(versions: Mapping[str, str]) -> str:
-    """The cache key (stage_version) of fused rows made under `versions`."""
-    digest = hashlib.sha256(repr(sorted(versions.items())).encode()).hexdigest()[:12]
-    return f"{FUSED_CODE_VERSION}+{digest}"
+    """The cache key (stage_version) of fused rows made under `versions`: the code version, then the
+    learned artefacts in use, e.g. `fused-1+8256ab…+probes-1c2d…+policy-3-9f0e…`."""
+    parts = [fused_code_version(versions)]
+    if "attribute_probes" in versions:
+        parts.append(f"probes-{versions['attribute_probes'].rsplit('+', 1)[-1]}")
+    if "policy" in versions:
+        parts.append(f"policy-{versions['policy']}")
+    return "+".join(parts)
 
 
 def fuse_batch(

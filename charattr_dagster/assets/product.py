@@ -16,8 +16,8 @@ import numpy as np
 from dagster import AssetExecutionContext
 
 from charattr_core.records import FusedAttributes
-from charattr_core.stages import (STAGE_FUSED, Codec, StageCounts, fuse_batch, fused_stage_version, fused_versions,
-                                  run_cached)
+from charattr_core.stages import (STAGE_FUSED, Codec, StageCounts, fuse_batch, fused_code_version, fused_stage_version,
+                                  fused_versions, run_cached)
 
 from ..checks import EstimateTally, estimate_specs
 from ..asset_keys import (ATTRIBUTE_PROBES, CLIP_EMBEDDINGS, FUSED_ATTRIBUTES, FUSION_POLICY, RAW_IMAGES,
@@ -158,7 +158,8 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
                        strategies=dg.MetadataValue.json(dict(shard_strategies)), images_removed=removed)
         metadata = ledger.metadata()
         metadata.update({
-            "stage_version": version, "versions": dg.MetadataValue.json(versions),
+            "stage_version": version, "code_version": fused_code_version(versions),
+            "versions": dg.MetadataValue.json(versions),
             "clip_used": unavailable is None, "probes_used": probes is not None, "policy_used": policy is not None,
             "images_without": dg.MetadataValue.json(missing), "database": results_store.redacted_url(),
             "database_rows_written": database_rows,

@@ -130,3 +130,22 @@ def test_turning_the_sensor_on_runs_registered_but_unmaterialized_shards(defs, i
     _run_requests(defs, instance, result.run_requests)
     assert all(instance.get_materialized_partitions(dg.AssetKey(a)) == set(SHARD_KEYS) for a in PARTITIONED)
     assert not _tick(defs, instance).run_requests
+
+
+def test_fused_attributes_has_one_version_string_in_code_version_rows_and_metadata(defs, settings, instance):
+    code_version = defs.resolve_assets_def("fused_attributes").code_versions_by_key[dg.AssetKey("fused_attributes")]
+    register(instance)
+    first = run_job(defs, instance, "process_shards", [SHARD_KEYS[0]])  # nothing learned yet
+    meta = partition_metadata(first, "fused_attributes")[SHARD_KEYS[0]]
+    assert meta["stage_version"] == meta["code_version"] == code_version
+    run_job(defs, instance, "train_fusion")
+    again = run_job(defs, instance, "fuse_shards", [SHARD_KEYS[0]])
+    meta = partition_metadata(again, "fused_attributes")[SHARD_KEYS[0]]
+    assert meta["code_version"] == code_version
+    # The learned artefacts in use, named after the code version (this tiny source trains a policy).
+    assert meta["stage_version"].startswith(code_version + "+policy-")
+    store = ResultStore(settings.database_url)
+    try:
+        assert {row["stage_version"] for row in store.iter_fused()} == {code_version, meta["stage_version"]}
+    finally:
+        store.close()
