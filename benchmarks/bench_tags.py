@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import re
@@ -40,7 +41,8 @@ from charattr_core.tag_syntax import needs_scan
 from charattr_core.tags import TagParser, split_tags
 
 ROOT = Path(__file__).resolve().parents[1]
-POSTS_PATH = ROOT.parent / "shared" / "data" / "posts" / "danbooru_posts.jsonl"
+# ../shared/data beside the checkout; CHARATTR_SHARED_DATA points elsewhere (a git worktree).
+POSTS_PATH = Path(os.environ.get("CHARATTR_SHARED_DATA") or ROOT.parent / "shared" / "data") / "posts" / "danbooru_posts.jsonl"
 RESULTS_PATH = ROOT / "benchmarks" / "results" / "tags.json"
 TARGET_POSTS_PER_S = 100_000
 

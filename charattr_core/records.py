@@ -156,13 +156,19 @@ class FusedAttributes:
     source_uri: str | None = None
     notes: tuple[str, ...] = ()  # e.g. "clip unavailable: weights missing"
 
-    def to_dict(self, vocabulary: Vocabulary | None = None) -> dict[str, Any]:
-        """The seed's output format: `{"Age": "teen", "Hair Color": ["blonde"], ..., "Confidence Score": 0.8}`."""
-        labels = vocabulary.labels() if vocabulary else {}
+    def to_dict(self, vocabulary: Vocabulary | None = None, seed_labels: bool = False) -> dict[str, Any]:
+        """The seed's output format: `{"Age": "teen", "Hair Color": ["blonde"], ..., "Confidence Score": 0.8}`.
+
+        Keys are the vocabulary's labels ("Skin Tone"); `seed_labels=True` gives the seed's own
+        keys where the vocabulary keeps one (`seed_label`: "Ethnicity"). A multi-valued attribute
+        is a list, most confident value first; without a vocabulary (which says what is
+        multi-valued) every attribute is its most confident value.
+        """
+        labels = vocabulary.labels(seed=seed_labels) if vocabulary else {}
         multi = {a.key for a in vocabulary.attributes if a.multi} if vocabulary else set()
         out: dict[str, Any] = {}
         for key, est in self.attributes.items():
-            shown = [v.replace("_", " ") for v in est.values] or [UNKNOWN]
+            shown = [v.replace("_", " ") for v in _most_confident_first(est)] or [UNKNOWN]
             out[labels.get(key, key.replace("_", " ").title())] = shown if key in multi else shown[0]
         out["Confidence Score"] = round(float(self.confidence), 4)
         return out
@@ -193,3 +199,9 @@ class FusedAttributes:
                    confidence=float(d.get("confidence", 0.0)), versions=dict(d.get("versions") or {}),
                    source_uri=d.get("source_uri"), notes=tuple(d.get("notes") or ()),
                    attributes={k: AttributeEstimate.from_dict(e) for k, e in d["attributes"].items()})
+
+
+def _most_confident_first(estimate: AttributeEstimate) -> list[str]:
+    """The values of an answer by their score, highest first (ties keep the answer's order)."""
+    order = {v: k for k, v in enumerate(estimate.values)}
+    return sorted(estimate.values, key=lambda v: (-estimate.scores.get(v, 0.0), order[v]))

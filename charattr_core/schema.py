@@ -40,12 +40,25 @@ class Value:
 
 
 @dataclass(frozen=True)
+class Override:
+    """A rule for two tags of one attribute on one character: `tag` wins over each of `over`
+    (they become dissent), for the reason `why`. Posts with several characters never use it."""
+
+    tag: str
+    over: tuple[str, ...]
+    why: str = ""
+
+
+@dataclass(frozen=True)
 class Attribute:
     key: str
     label: str
     multi: bool
     values: tuple[Value, ...]
     modifiers: tuple[str, ...] = ()
+    seed_label: str | None = None  # the seed's output key, where it differs from `label`
+    overrides: tuple[Override, ...] = ()
+    mixed_value: str | None = None  # answered when counting tags state different values (1boy 1girl)
 
     @property
     def value_names(self) -> tuple[str, ...]:
@@ -83,6 +96,8 @@ class Vocabulary:
     source: str
     tag_index: dict[str, tuple[TagHit, ...]] = field(repr=False, default_factory=dict)
     modifier_index: dict[str, str] = field(repr=False, default_factory=dict)
+    # Danbooru tag implications: tag -> the tags it implies (`very_long_hair` -> `long_hair`).
+    implications: dict[str, tuple[str, ...]] = field(repr=False, default_factory=dict)
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -94,9 +109,10 @@ class Vocabulary:
                 return a
         raise KeyError(f"unknown attribute {key!r}")
 
-    def labels(self) -> dict[str, str]:
-        """attribute key -> the seed's output key ("hair_color" -> "Hair Color")."""
-        return {a.key: a.label for a in self.attributes}
+    def labels(self, seed: bool = False) -> dict[str, str]:
+        """attribute key -> its output key ("hair_color" -> "Hair Color"); with `seed`, the seed's
+        key where the vocabulary keeps one as an alias ("skin_tone" -> "Ethnicity")."""
+        return {a.key: (a.seed_label or a.label) if seed else a.label for a in self.attributes}
 
     def allowed_values(self, key: str) -> frozenset[str]:
         return frozenset(self.attribute(key).value_names) | {UNKNOWN}
@@ -145,7 +161,9 @@ def _parse(data: dict, source: str) -> Vocabulary:
             modifier_index[tag] = key
         attributes.append(
             Attribute(key=key, label=str(spec.get("label", key.replace("_", " ").title())),
-                      multi=bool(spec.get("multi", False)), values=tuple(values), modifiers=modifiers)
+                      multi=bool(spec.get("multi", False)), values=tuple(values), modifiers=modifiers,
+                      seed_label=spec.get("seed_label"), overrides=_overrides(spec, key, source),
+                      mixed_value=_mixed_value(spec, key, values, source))
         )
     prompts = data.get("prompts", {})
     templates = _str_list(prompts.get("templates"), "prompts.templates") or ("{}",)
@@ -164,7 +182,31 @@ def _parse(data: dict, source: str) -> Vocabulary:
         source=source,
         tag_index={k: tuple(v) for k, v in tag_index.items()},
         modifier_index=modifier_index,
+        implications=_implications(data.get("implications", {}), source),
     )
+
+
+def _implications(raw: object, source: str) -> dict[str, tuple[str, ...]]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Vocabulary file {source}: [implications] must map a tag to the list of tags it implies.")
+    return {normalize_tag(tag): tuple(normalize_tag(t) for t in _str_list(implied, f"implications.{tag}"))
+            for tag, implied in raw.items()}
+
+
+def _overrides(spec: dict, key: str, source: str) -> tuple[Override, ...]:
+    raw = spec.get("overrides", [])
+    if not isinstance(raw, list) or not all(isinstance(r, dict) and isinstance(r.get("tag"), str) for r in raw):
+        raise ConfigError(f"Vocabulary attribute {key!r} in {source}: each [[attributes.{key}.overrides]] needs a tag.")
+    return tuple(Override(tag=normalize_tag(r["tag"]), why=str(r.get("why", "")),
+                          over=tuple(normalize_tag(t) for t in _str_list(r.get("over"), f"attributes.{key}.overrides.over")))
+                 for r in raw)
+
+
+def _mixed_value(spec: dict, key: str, values: list[Value], source: str) -> str | None:
+    mixed = spec.get("mixed_value")
+    if mixed is not None and mixed not in {v.name for v in values}:
+        raise ConfigError(f"Vocabulary attribute {key!r} in {source}: mixed_value {mixed!r} is not one of its values.")
+    return mixed
 
 
 @functools.lru_cache(maxsize=8)

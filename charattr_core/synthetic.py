@@ -39,7 +39,10 @@ from .synthetic_draw import (CUES, DRAWABLE, HAIR_SHAPES, CharacterSpec, Variati
                              sample_variation)
 
 GENERATOR = "charattr_core.synthetic"
-GENERATOR_VERSION = 1  # bump when the same seed would draw different pictures or tags
+GENERATOR_VERSION = 2  # bump when the same seed would draw different pictures or tags (2: vocabulary of issue 13)
+# The random streams are named by their own version: a generator change that alters some pictures
+# (2: the "uniform" outfit split into maid and military uniform) keeps every other picture as it was.
+STREAM_VERSION = 1
 GROUND_TRUTH_FILE = "ground_truth.jsonl"
 METADATA_FILE = "dataset.json"
 README_FILE = "README.txt"
@@ -60,8 +63,8 @@ _WEIGHTS: dict[str, dict[str, float]] = {
     "hair_color": {"black": 0.14, "brown": 0.14, "blonde": 0.12, "red": 0.07, "orange": 0.06, "pink": 0.08,
                    "purple": 0.07, "blue": 0.08, "aqua": 0.05, "green": 0.05, "grey": 0.06, "white": 0.08},
     "hair_style": {"straight": 0.45, "wavy": 0.18, "curly": 0.1, "spiky": 0.12, "messy": 0.15},
-    "clothing": {"school_uniform": 0.2, "dress": 0.14, "casual": 0.18, "formal": 0.1, "traditional": 0.09,
-                 "swimsuit": 0.08, "uniform": 0.08, "armor": 0.06, "sleepwear": 0.07},
+    "clothing": {"school_uniform": 0.2, "dress": 0.14, "casual": 0.18, "formal": 0.1, "japanese_traditional": 0.09,
+                 "swimsuit": 0.08, "maid": 0.04, "military_uniform": 0.04, "armor": 0.06, "sleepwear": 0.07},
     "expression": {"happy": 0.3, "neutral": 0.2, "sad": 0.1, "angry": 0.1, "surprised": 0.1, "embarrassed": 0.1,
                    "smug": 0.1},
 }
@@ -362,7 +365,7 @@ class DemoItem:
 def _rngs(seed: int, index: int) -> tuple[random.Random, random.Random]:
     """Independent streams for image `index`: the picture, and its tags (so changing the noise
     never changes a picture). String seeds are hashed with SHA-512: stable across runs."""
-    base = f"{GENERATOR}/{GENERATOR_VERSION}/{seed}/{index}"
+    base = f"{GENERATOR}/{STREAM_VERSION}/{seed}/{index}"
     return random.Random(base + "/picture"), random.Random(base + "/tags")
 
 

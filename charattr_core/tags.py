@@ -20,8 +20,13 @@ Confidence model (constants below)
    (emphasis says what the author wanted, not that it shows more).
 2. A value's support is the noisy-or of the strengths of its distinct canonical tags, capped at
    `MAX_TAG_CONFIDENCE` (tags are human input and never certain). Danbooru's tag implications
-   (`very_long_hair` implies `long_hair`, see `DANBOORU_IMPLICATIONS`) are applied first, so a
-   tag that is only there because a more precise one implies it does not create a conflict.
+   (the vocabulary's `[implications]`: `very_long_hair` implies `long_hair`) are applied
+   first, so a tag that is only there because a more precise one implies it does not create a
+   conflict.
+   Overrides (`[[attributes.KEY.overrides]]`, one character only) settle a known pair of
+   conflicting tags the way a person reads it: `long_hair` beside `short_hair` is long hair
+   (short hair with long locks), so `short_hair` becomes dissent and the answer costs
+   `OVERRIDE_PENALTY` on top of the dissent penalty: right, but not beyond doubt.
 3. Candidates are the values with a strong tag; when there are none, the values with weak tags.
    Weak-only values next to a strong candidate are dissent: they stay visible in `scores`.
 4. Single-valued attributes (hair length, gender, ...): each candidate gets
@@ -31,16 +36,22 @@ Confidence model (constants below)
    `DISSENT_PENALTY`; the dissenters share the probability the candidates leave, in
    proportion to their support, so the scores stay a (sub-)distribution.
 5. Multi-valued attributes: candidates are independent (score = support) and the confidence is
-   the smallest score among the answered values. Attributes that declare `modifiers`
-   (hair colour, eye colour) expect one value per character; there, several values are a
-   legitimate answer only when a modifier (`multicolored_hair`, `heterochromia`, ...) or a
-   multi-character post explains them; unexplained, every value keeps only
+   the smallest score among the answered values. Weak values beside them keep their scores, and
+   their tags close the evidence (fusion may name them, and every value it names has its tags).
+   Attributes that declare `modifiers` (hair colour, eye colour) expect one value per
+   character; there, several values are a legitimate answer only when a modifier
+   (`multicolored_hair`, `heterochromia`, ...) or a multi-character post explains them;
+   unexplained, every value keeps only
    `UNEXPLAINED_COMBINATION_FACTOR` of its support. A modifier with a single named value
    (`multicolored_hair pink_hair`) means the answer is incomplete: `INCOMPLETE_COMBINATION_FACTOR`.
 6. Posts with several characters (`character_count > 1`): tags describe the whole post, so which
    character has which attribute is unknown; confidence and scores are capped at
-   `MULTI_CHARACTER_CAP` (never a confident answer). Exception: a single value that a
-   multi-character counting tag itself states (`2girls` -> female) holds for every character.
+   `MULTI_CHARACTER_CAP` (never a confident answer). A single-valued attribute whose tags name
+   several values (`long_hair short_hair` on `2girls`) is `unknown`: each character has one of
+   them, nobody knows which (the scores keep them). Exceptions: a single value that a
+   multi-character counting tag itself states (`2girls` -> female) holds for every character,
+   and where the counting tags state different values (`1boy 1girl`) the attribute's
+   `mixed_value` (gender: `mixed`) is the answer, with the counting tags as evidence.
 7. `character_count` comes from the counting tags of the vocabulary's context: `1girl`=1,
    `2girls`=2, `6+girls`=6, `1boy 1girl`=2 (counts add up across girls/boys/others); a
    `multiple_girls` without a numbered tag of the same kind counts `UNCOUNTED_MULTIPLE` (3):
@@ -69,18 +80,18 @@ from operator import or_
 from typing import Iterable, Iterator, Sequence
 
 from .records import AttributeEstimate, ImageRecord, TagParse
-from .schema import Attribute, TagHit, Vocabulary
+from .schema import UNKNOWN, Attribute, TagHit, Vocabulary
 from .tag_syntax import needs_scan, split_plain, split_tags, split_weighted_tags
 
 __all__ = [
     "TAGS_STAGE_VERSION", "TagParser", "parse_tags", "split_tags", "split_weighted_tags", "tags_stage_version",
     "STRONG_TAG", "WEAK_TAG", "MAX_TAG_CONFIDENCE", "DISSENT_PENALTY", "UNEXPLAINED_COMBINATION_FACTOR",
-    "INCOMPLETE_COMBINATION_FACTOR", "MULTI_CHARACTER_CAP", "UNCOUNTED_MULTIPLE", "DANBOORU_IMPLICATIONS",
+    "INCOMPLETE_COMBINATION_FACTOR", "MULTI_CHARACTER_CAP", "UNCOUNTED_MULTIPLE", "OVERRIDE_PENALTY",
 ]
 
 log = logging.getLogger(__name__)
 
-TAGS_STAGE_VERSION = "tags-1"
+TAGS_STAGE_VERSION = "tags-2"  # 2: implications/overrides from the vocabulary, mixed and unknown on group posts
 
 STRONG_TAG = 0.9  # a tag that states the value
 WEAK_TAG = 0.5  # a weak tag, or a tag de-emphasised by a prompt weight below 1
@@ -90,15 +101,7 @@ UNEXPLAINED_COMBINATION_FACTOR = 0.6  # two hair colours on one character, no `m
 INCOMPLETE_COMBINATION_FACTOR = 0.85  # `multicolored_hair` but only one colour named
 MULTI_CHARACTER_CAP = 0.6  # several characters: which one has the attribute is unknown
 UNCOUNTED_MULTIPLE = 3  # `multiple_girls` / `group` without a number
-
-# Danbooru tag implications between tags of different values: the key is implied by each of
-# the tags in its tuple, so it says nothing new when one of them is present. (Danbooru tags
-# `long_hair` on every `very_long_hair` post; without this, both would look like a conflict.)
-DANBOORU_IMPLICATIONS: dict[str, tuple[str, ...]] = {
-    "long_hair": ("very_long_hair", "absurdly_long_hair"),
-    "very_long_hair": ("absurdly_long_hair",),
-    "short_hair": ("very_short_hair",),
-}
+OVERRIDE_PENALTY = 0.1  # per value an override rule turned into dissent: the tags did disagree
 
 _MISSING = object()
 _COUNT_TAG = re.compile(r"^(\d+)\+?(girl|boy|other)s?$")
@@ -137,6 +140,17 @@ class TagParser:
                 table = self._hits[position[hit.attribute]]
                 table[tag] = table.get(tag, ()) + (hit,)
         self._modifiers = [frozenset(a.modifiers) for a in self._attributes]
+        # Implications: implied tag -> the tags that imply it. The implying tags get bits in every
+        # attribute where the implied tag is evidence, so their presence is seen there.
+        implied_by: dict[str, set[str]] = {}
+        for tag, implied in vocabulary.implications.items():
+            for target in implied:
+                implied_by.setdefault(target, set()).add(tag)
+        self._implied_by = {t: frozenset(by) for t, by in implied_by.items()}
+        self._implying = [frozenset(by for tag in table for hit in table[tag]
+                                    for by in self._implied_by.get(hit.canonical_tag, ()))
+                          for table in self._hits]
+        self._overrides = [tuple((o.tag, frozenset(o.over)) for o in a.overrides) for a in self._attributes]
 
         # Counting tags, with the context aliases pointing at what they stand for.
         self._count_tags: dict[str, _CountTag] = {}
@@ -156,7 +170,7 @@ class TagParser:
         next_bit = 0
         for i, attribute in enumerate(self._attributes):
             mask = 0
-            for tag in sorted(set(self._hits[i]) | self._modifiers[i]):
+            for tag in sorted(set(self._hits[i]) | self._modifiers[i] | self._implying[i]):
                 bit = 1 << next_bit
                 next_bit += 1
                 self._bits[tag] = self._bits.get(tag, 0) | bit
@@ -291,18 +305,25 @@ class TagParser:
         strengths: dict[str, dict[str, float]] = {}  # value -> canonical tag -> strength
         modifiers: list[str] = []
         stated_for_everyone: set[str] = set()  # values stated by a tag like `2girls`
-        for tag in self._tags_of(bits):
+        stated_by_count: dict[str, list[str]] = {}  # value -> the counting tags that state it
+        present = self._tags_of(bits)
+        for tag in present:
             if tag in self._modifiers[i]:
                 modifiers.append(tag)
             for hit in hits.get(tag, ()):
                 if tag in self._group_count_tags:
                     stated_for_everyone.add(hit.value)
+                if tag in self._count_tags:
+                    stated_by_count.setdefault(hit.value, []).append(hit.canonical_tag)
                 strength = WEAK_TAG if hit.weak or tag in weakened else STRONG_TAG
                 per_tag = strengths.setdefault(hit.value, {})
                 per_tag[hit.canonical_tag] = max(per_tag.get(hit.canonical_tag, 0.0), strength)
-        _apply_implications(strengths)
+        self._apply_implications(strengths, present)
         if not strengths:
             return self._unknown_estimates[attribute.key]
+        if several and attribute.mixed_value and len(stated_by_count) > 1:
+            return self._mixed(attribute, strengths, stated_by_count)
+        overridden = set() if several else self._apply_overrides(i, strengths)
 
         order = self._value_order[i]
         support = {v: min(MAX_TAG_CONFIDENCE, 1.0 - math.prod(1.0 - s for s in per.values()))
@@ -329,7 +350,13 @@ class TagParser:
             scores.update({v: left_over * support[v] / dissent_total for v in dissent})
             best = max(candidates, key=lambda v: (scores[v], -order[v]))
             values = (best,)
-            confidence = max(0.0, scores[best] - DISSENT_PENALTY * len(dissent))
+            confidence = max(0.0, scores[best] - DISSENT_PENALTY * len(dissent)
+                             - OVERRIDE_PENALTY * len(overridden & set(dissent)))
+            if several and len(candidates) > 1:
+                # Each character has one of the values; which one is not in the tags.
+                capped = {v: round(min(s, MULTI_CHARACTER_CAP), 4)
+                          for v, s in sorted(scores.items(), key=lambda kv: order[kv[0]])}
+                return AttributeEstimate(attribute.key, (UNKNOWN,), 0.0, (), capped)
 
         # A counting tag (`2girls`) speaks for every character; anything else on a post with
         # several characters might belong to any of them.
@@ -341,8 +368,48 @@ class TagParser:
                     for tag in sorted(strengths[v], key=lambda t: (-strengths[v][t], t))]
         if attribute.multi:
             evidence.extend(sorted(modifiers))  # they explain (or qualify) the combination
+            # Weak values beside the answer keep their scores, and fusion names every value whose
+            # pooled score is high enough: the tags behind them must be in the evidence too.
+            evidence.extend(tag for v in dissent for tag in sorted(strengths[v]))
         ordered_scores = {v: round(scores[v], 4) for v in sorted(scores, key=order.__getitem__)}
         return AttributeEstimate(attribute.key, values, round(confidence, 4), tuple(evidence), ordered_scores)
+
+    def _apply_implications(self, strengths: dict[str, dict[str, float]], present: list[str]) -> None:
+        """Drop canonical tags implied by a more precise tag that is also present (in place);
+        the implying tag may be written as an alias (`hair_past_waist` for `very_long_hair`)."""
+        if not self._implied_by:
+            return
+        present_set = set(present).union(*(per.keys() for per in strengths.values()))
+        for value in list(strengths):
+            per = strengths[value]
+            for tag in [t for t in per if not present_set.isdisjoint(self._implied_by.get(t, ()))]:
+                del per[tag]
+            if not per:
+                del strengths[value]
+
+    def _apply_overrides(self, i: int, strengths: dict[str, dict[str, float]]) -> set[str]:
+        """Turn the tags an override rule beats into weak dissent (in place); the values they
+        made candidates, as far as no other strong tag keeps them candidates."""
+        if not self._overrides[i]:
+            return set()
+        canonical = {tag for per in strengths.values() for tag in per}
+        beaten = {t for winner, over in self._overrides[i] if winner in canonical for t in over & canonical}
+        if not beaten:
+            return set()
+        for per in strengths.values():
+            for tag in beaten & per.keys():
+                per[tag] = min(per[tag], WEAK_TAG)
+        return {v for v, per in strengths.items() if beaten & per.keys() and STRONG_TAG not in per.values()}
+
+    def _mixed(self, attribute: Attribute, strengths: dict[str, dict[str, float]],
+               stated_by_count: dict[str, list[str]]) -> AttributeEstimate:
+        """Counting tags state different values (`1boy 1girl`): the post is mixed, as sure as the
+        least sure of those tags; the evidence is the counting tags."""
+        confidence = min(min(MAX_TAG_CONFIDENCE, max(strengths.get(v, {}).values(), default=STRONG_TAG))
+                         for v in stated_by_count)
+        evidence = tuple(sorted({t for tags in stated_by_count.values() for t in tags}))
+        return AttributeEstimate(attribute.key, (attribute.mixed_value,), round(confidence, 4), evidence,
+                                 {attribute.mixed_value: round(confidence, 4)})
 
 
 def parse_tags(records: Iterable[ImageRecord], parser: TagParser) -> Iterator[TagParse]:
@@ -403,16 +470,3 @@ def _count_characters(tags: Iterable[_CountTag]) -> int | None:
     if total == 0 and single:
         total = 1
     return total or None
-
-
-def _apply_implications(strengths: dict[str, dict[str, float]]) -> None:
-    """Drop canonical tags implied by a more precise tag that is also present (in place)."""
-    present = {tag for per in strengths.values() for tag in per}
-    if present.isdisjoint(DANBOORU_IMPLICATIONS):
-        return
-    for value in list(strengths):
-        per = strengths[value]
-        for tag in [t for t in per if not present.isdisjoint(DANBOORU_IMPLICATIONS.get(t, ()))]:
-            del per[tag]
-        if not per:
-            del strengths[value]

@@ -18,7 +18,7 @@ VOCAB = load_vocabulary()
 HAIR_LENGTH = VOCAB.attribute("hair_length")  # single-valued, 6 values
 HAIR_COLOR = VOCAB.attribute("hair_color")  # multi-valued
 TH = Thresholds(accept=0.8, low=0.3)
-SEED_KEYS = {"Age", "Gender", "Ethnicity", "Hair Style", "Hair Color", "Hair Length", "Eye Color", "Body Type",
+SEED_KEYS = {"Age", "Gender", "Skin Tone", "Hair Style", "Hair Color", "Hair Length", "Eye Color", "Body Type",
              "Dress", "Facial Expression", "Accessories", "Confidence Score"}
 
 
@@ -184,6 +184,7 @@ def test_fuse_row_overall_confidence_strategies_and_seed_keys():
     assert row.attributes["hair_length"].evidence == ("tags", "long_hair")
     seed = row.to_dict(VOCAB)
     assert set(seed) == SEED_KEYS
+    assert set(row.to_dict(VOCAB, seed_labels=True)) == SEED_KEYS - {"Skin Tone"} | {"Ethnicity"}
     assert seed["Hair Length"] == "long"
     assert seed["Hair Color"] == [UNKNOWN]
     assert row.versions == {"tags": "tags-1"}

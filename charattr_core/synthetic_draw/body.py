@@ -150,18 +150,20 @@ def _swimsuit(pen: Pen, g: Layout, v: Variation, main: RGB, spec: CharacterSpec)
     pen.line([(cx - 2, top + 40), (cx + 2, top + 40)], fill=main, width=3)
 
 
-def _uniform(pen: Pen, g: Layout, v: Variation, main: RGB, spec: CharacterSpec) -> None:
+def _maid(pen: Pen, g: Layout, v: Variation, main: RGB, spec: CharacterSpec) -> None:
+    cx, top = g.cx, g.y_sh  # black dress, white apron and collar
+    pen.polygon(_torso(g, spec.body_type), fill=(34, 34, 44))
+    pen.rect(cx - 22, top + 24, cx + 22, 264, fill=WHITE, outline=(170, 170, 180), width=g.lw)
+    for i in range(6):
+        pen.ellipse(cx - 19 + i * 7.6, top + 24, 4, 3, fill=WHITE, outline=(170, 170, 180), width=0.6)
+    for s in (-1, 1):
+        pen.polygon([(cx + s * 2, top - 4), (cx + s * (g.neck + 12), top - 2), (cx + s * 10, top + 12)],
+                    fill=WHITE, outline=(170, 170, 180), width=g.lw * 0.7)
+
+
+def _military(pen: Pen, g: Layout, v: Variation, main: RGB, spec: CharacterSpec) -> None:
     cx, top = g.cx, g.y_sh
-    if v.style_pick < 0.5:  # maid: black dress, white apron and collar
-        pen.polygon(_torso(g, spec.body_type), fill=(34, 34, 44))
-        pen.rect(cx - 22, top + 24, cx + 22, 264, fill=WHITE, outline=(170, 170, 180), width=g.lw)
-        for i in range(6):
-            pen.ellipse(cx - 19 + i * 7.6, top + 24, 4, 3, fill=WHITE, outline=(170, 170, 180), width=0.6)
-        for s in (-1, 1):
-            pen.polygon([(cx + s * 2, top - 4), (cx + s * (g.neck + 12), top - 2), (cx + s * 10, top + 12)],
-                        fill=WHITE, outline=(170, 170, 180), width=g.lw * 0.7)
-        return
-    for s in (-1, 1):  # military: epaulettes and two rows of buttons
+    for s in (-1, 1):  # epaulettes and two rows of buttons
         pen.rect(cx + s * g.sw * 0.55 - 11, top + 2, cx + s * g.sw * 0.55 + 11, top + 9, fill=GOLD,
                  outline=shade(GOLD, 0.6), width=0.8)
         for row in range(4):
@@ -204,7 +206,8 @@ def _sleepwear(pen: Pen, g: Layout, v: Variation, main: RGB, spec: CharacterSpec
 
 
 _OUTFITS = {"school_uniform": _school_uniform, "dress": _dress, "casual": _casual, "formal": _formal,
-            "traditional": _traditional, "swimsuit": _swimsuit, "uniform": _uniform, "armor": _armor,
+            "japanese_traditional": _traditional, "swimsuit": _swimsuit, "maid": _maid,
+            "military_uniform": _military, "armor": _armor,
             "sleepwear": _sleepwear}
 
 

@@ -79,7 +79,7 @@ class Variation:
     accent: RGB  # ties, obi, ribbons, hat bands
     item: RGB  # hats, headphones, hairbands, scarves
     hat_kind: str
-    style_pick: float  # sub-styles: maid or military, bikini colouring, double bun, twin braids
+    style_pick: float  # sub-styles: mask and glasses colouring, double bun, twin braids
     side: int  # -1 or 1: where one-sided things go (side ponytail, braid, ribbon)
     detail_seed: int  # messy strands
 
