@@ -4,10 +4,10 @@ Everything is assembled from one `Settings` value (the CHARATTR_* environment, s
 `settings.py`), so resource defaults and asset code versions always agree. `build_definitions`
 takes explicit settings for tests and for `charattr run`.
 
-The shard sensor and the backfill schedule start stopped (turn them on in the UI). GPU steps
-(`clip_embeddings`) are in the pool "gpu"; its limit is instance configuration
-(`concurrency: pools: default_limit: 1` in dagster.yaml, which `charattr run` writes for a new
-DAGSTER_HOME).
+The shard sensor and the backfill schedule start stopped (turn them on in the UI); the
+automation sensor (`automation.py`) runs by default. GPU steps (`clip_embeddings`) are in the pool
+"gpu"; its limit is instance configuration (`concurrency: pools: default_limit: 1` in the
+dagster.yaml that `instance.prepare_dagster_home` writes for a new DAGSTER_HOME).
 """
 
 from __future__ import annotations

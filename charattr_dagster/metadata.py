@@ -3,7 +3,8 @@
 Each partition's materialization carries that shard's own numbers (rows, computed, skipped,
 failed, path and whatever the stage adds per shard), attached with
 `context.add_asset_metadata(..., partition_key=shard)`; the step's own metadata holds what is
-true of the whole run (seconds, throughput, `partitions_in_run`, a `run_per_shard` table).
+true of the whole run (seconds, throughput, `partitions_in_run`; and in a run over several shards
+the totals `run_rows`, `run_computed`, ... and a `run_per_shard` table).
 """
 
 from __future__ import annotations
@@ -55,21 +56,23 @@ class StageLedger:
         seconds = self.clock.seconds
         processed = self.total.computed + self.total.skipped + self.total.failed
         meta: dict[str, Any] = {
-            "run_rows": self.rows,
-            "run_computed": self.total.computed,
-            "run_skipped": self.total.skipped,
-            "run_failed": self.total.failed,
             "seconds": round(seconds, 3),
             "images_per_second": round(processed / seconds, 2) if seconds > 0 else 0.0,
             "partitions_in_run": len(self.per_shard),
             "location": dg.MetadataValue.path(str(self.warehouse.asset_dir(self.asset))),
-            "run_per_shard": dg.MetadataValue.table(
-                records=[dg.TableRecord({"shard": shard, "rows": rows, "computed": c.computed, "skipped": c.skipped,
-                                         "failed": c.failed, "path": str(self.warehouse.path(self.asset, shard))})
-                         for shard, (rows, c) in self.per_shard.items()],
-                schema=dg.TableSchema(columns=[
-                    dg.TableColumn("shard", "string"), dg.TableColumn("rows", "int"),
-                    dg.TableColumn("computed", "int"), dg.TableColumn("skipped", "int"),
-                    dg.TableColumn("failed", "int"), dg.TableColumn("path", "string")])),
         }
+        if len(self.per_shard) > 1:  # a one-shard run's totals are the shard's own numbers
+            meta.update({
+                "run_rows": self.rows, "run_computed": self.total.computed, "run_skipped": self.total.skipped,
+                "run_failed": self.total.failed,
+                "run_per_shard": dg.MetadataValue.table(
+                    records=[dg.TableRecord({"shard": shard, "rows": rows, "computed": c.computed,
+                                             "skipped": c.skipped, "failed": c.failed,
+                                             "path": str(self.warehouse.path(self.asset, shard))})
+                             for shard, (rows, c) in self.per_shard.items()],
+                    schema=dg.TableSchema(columns=[
+                        dg.TableColumn("shard", "string"), dg.TableColumn("rows", "int"),
+                        dg.TableColumn("computed", "int"), dg.TableColumn("skipped", "int"),
+                        dg.TableColumn("failed", "int"), dg.TableColumn("path", "string")])),
+            })
         return meta
