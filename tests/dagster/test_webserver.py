@@ -217,9 +217,16 @@ def test_a_partitions_page_shows_its_own_numbers_and_upstream_events(location_en
         used = _graphql(url, USED_DATA, {"key": {"path": ["fused_attributes"]}, "t": fused["timestamp"]})
         used_at = {"/".join(u["assetKey"]["path"]): str(u["timestamp"])
                    for u in used["assetNodeOrError"]["assetMaterializationUsedData"]}
+        # "Source data": the root upstream's event, of the same shard.
+        assert used_at["raw_images"] == _event(url, "raw_images", own)["timestamp"]
+        assert used_at["raw_images"] != _event(url, "raw_images", other)["timestamp"]
+        # Every upstream input's data version is the same shard's (shards' versions differ).
+        fused_tags = {t["key"]: t["value"] for t in fused["tags"]}
         for dep in ("raw_images", "tag_parses", "clip_embeddings"):
-            assert used_at[dep] == _event(url, dep, own)["timestamp"], dep
-            assert used_at[dep] != _event(url, dep, other)["timestamp"], dep
+            versions = {key: {t["key"]: t["value"] for t in _event(url, dep, key)["tags"]}["dagster/data_version"]
+                        for key in (own, other)}
+            assert versions[own] != versions[other], dep
+            assert fused_tags[f"dagster/input_data_version/{dep}"] == versions[own], dep
         raw = {e["label"]: e for e in _event(url, "raw_images", own)["metadataEntries"]}
         data_version = {t["key"]: t["value"] for t in _event(url, "raw_images", own)["tags"]}["dagster/data_version"]
         assert data_version == raw["fingerprint"]["text"]  # the shard's content is its data version
