@@ -12,12 +12,12 @@ PRETRAINED ?=
 RUN_OPTIONS := $(if $(MODEL),--model $(MODEL)) $(if $(PRETRAINED),--pretrained $(PRETRAINED))
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 
-.PHONY: setup run test bench ui clean
+.PHONY: setup run test bench ui app clean fuzz
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,app]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -29,6 +29,10 @@ run: setup
 test: setup
 	$(PY) -m pytest
 
+# The property tests of hostile input with many more examples than `make test` runs (minutes).
+fuzz: setup
+	CHARATTR_HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/test_properties_badinput.py -q
+
 bench: setup
 	$(PY) -m benchmarks
 
@@ -36,6 +40,10 @@ ui: setup
 	$(PY) -m charattr_dagster.instance >/dev/null  # charattr's dagster.yaml in a new DAGSTER_HOME
 	$(if $(MODEL),CHARATTR_MODEL=$(MODEL)) $(if $(PRETRAINED),CHARATTR_PRETRAINED=$(PRETRAINED)) \
 		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# The web app on http://127.0.0.1:7860 (`charattr app --help`: --host, --port, model options).
+app: setup
+	$(BIN)/charattr app $(RUN_OPTIONS)
 
 clean:
 	rm -rf data/warehouse data/dagster_home data/reports data/charattr.db* $(SAMPLE)

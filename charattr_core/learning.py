@@ -114,7 +114,7 @@ def learn_and_evaluate(signal_batches: Sequence[Sequence[Signals]], vocabulary: 
         skip = None if probes else "no attribute had enough confident tags to train a probe"
     policy = train_policy(iter_examples(signal_batches, "policy_train", vocabulary, scorer, probes, user_labels,
                                         thresholds.accept),
-                          vocabulary, previous=previous_policy, thresholds=thresholds)
+                          vocabulary, previous=previous_policy, thresholds=thresholds, model_key=model_key)
     holdout = list(iter_examples(signal_batches, "holdout", vocabulary, scorer, probes, user_labels,
                                  thresholds.accept))
     report = evaluate(holdout, vocabulary, policy=policy, thresholds=thresholds,

@@ -50,11 +50,11 @@ class CodeVersions:
 
 def code_versions(settings: Settings) -> CodeVersions:
     """Every asset's code version for these settings (raises `ConfigError` for a bad model name,
-    vocabulary or checkpoint path). fused_attributes' is `stages.fused_code_version`, the same
-    function that begins the stage version in its rows and metadata."""
+    vocabulary or checkpoint path). fused_attributes' is `stages.fused_settings_version` (its
+    `fused_code_version`), the same string that begins the stage version in its rows and metadata."""
     from charattr_core.clip_version import clip_stage_version
-    from charattr_core.config import PipelineConfig
     from charattr_core.fusion import Thresholds
+    from charattr_core.stages import fused_settings_version
     from charattr_core.policy import POLICY_CODE_VERSION
     from charattr_core.probes import PROBES_CODE_VERSION
     from charattr_core.schema import load_vocabulary
@@ -67,15 +67,15 @@ def code_versions(settings: Settings) -> CodeVersions:
     model_key = model_key_of(settings.model_name, settings.pretrained) if settings.use_clip else None
     clip = clip_stage_version(model_key) if model_key else CLIP_DISABLED_VERSION
     tags = tags_stage_version(vocabulary)
-    # The thresholds are the resource defaults (PipelineSettings does not take them from Settings).
-    fused = fused_code_version(fused_versions(vocabulary, model_key, None, None, settings.fusion_strategy,
-                                              Thresholds.from_config(PipelineConfig())))
+    # Settings does not set the thresholds yet, so the resource's defaults are the ones in use.
+    thresholds = Thresholds()
     return CodeVersions(
         raw_images=raw_images_stage_version(settings.max_image_pixels),
         tag_parses=tags,
         clip_embeddings=clip,
         attribute_probes=f"probes-{PROBES_CODE_VERSION}+{clip}+{vocab}",
-        fusion_policy=f"policy-{POLICY_CODE_VERSION}+{vocab}+{settings.fusion_strategy}",
-        fused_attributes=fused,
+        fusion_policy=f"policy-{POLICY_CODE_VERSION}+{clip}+{vocab}+{settings.fusion_strategy}",
+        # The key of fused rows minus the trained artefacts (probes and policy have their own assets).
+        fused_attributes=fused_settings_version(vocabulary, model_key, settings.fusion_strategy, thresholds),
         attribute_report=REPORT_CODE_VERSION,
     )
