@@ -208,9 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     configs = ["before", "after"] if args.config == "both" else [args.config]
     results = []
     for config in configs:
-        with tempfile.TemporaryDirectory(prefix=f"charattr-ui-{config}-") as tmp:
+        # The daemon may still be writing run logs while it stops: cleanup errors are not results.
+        with tempfile.TemporaryDirectory(prefix=f"charattr-ui-{config}-", ignore_cleanup_errors=True) as tmp:
             results.append(measure(config, args.shards, args.images, Path(tmp)))
-        print(json.dumps(results[-1]), flush=True)
+            print(json.dumps(results[-1]), flush=True)
     print_table([{"config": r["config"], **{f"all_{k}": v for k, v in r["materialize_all"].items()},
                   **{f"new_{k}": v for k, v in r["new_shard"].items()}} for r in results],
                 [("config", "config", "s"), ("all_runs", "runs", "d"),
