@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         write_demo_dataset(root / "source", n_images=args.images, n_shards=args.shards, size=64, seed=0)
         settings = Settings(source=str(root / "source"), model_name="charattr-tiny", pretrained=None,
                             database_url=f"sqlite:///{root / 'charattr.db'}", warehouse=str(root / "warehouse"),
-                            reports=str(root / "reports"), device="cpu", batch_size=32)
+                            reports=str(root / "reports"), device="cpu", clip_batch_size=32)
         job = build_definitions(settings).resolve_job_def("process_shards")
         quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
         with dg.instance_for_test() as instance:

@@ -73,7 +73,7 @@ def build_raw_images(code_version: str, backfill_policy: dg.BackfillPolicy) -> d
             fingerprints[shard] = shard_fingerprint(src, shard)
             counts, shard_tally, formats = StageCounts(), FailureTally(), {}
             with warehouse.writer(RAW_IMAGES, shard, RAW_SCHEMA) as out:
-                for items in batched(src.read(shard), settings.batch_size):
+                for items in batched(src.read(shard), settings.stage_batch_size):
                     records, batch_counts = inspect_cached(items, store, version, settings.max_image_pixels)
                     counts += batch_counts
                     for r in records:

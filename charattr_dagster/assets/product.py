@@ -9,10 +9,9 @@ CLIP) fusion runs on the signals that remain.
 """
 
 from collections import Counter
-from typing import Any, Callable
+from typing import Any
 
 import dagster as dg
-import numpy as np
 from dagster import AssetExecutionContext
 
 from charattr_core.records import FusedAttributes
@@ -26,27 +25,13 @@ from ..asset_keys import (ATTRIBUTE_PROBES, CLIP_EMBEDDINGS, FUSED_ATTRIBUTES, F
 from ..lineage import lineage_tags
 from ..metadata import StageLedger
 from ..partitions import shards_partitions
-from ..resources import STORE_RETRY_POLICY, ClipModelResource, PipelineSettings, ResultStoreResource
+from ..resources import STORE_RETRY_POLICY, ClipModelResource, PipelineSettings, ResultStoreResource, SourceResource
 from ..tables import iter_signals
 from ..warehouse import Warehouse
+from .zero_shot import lazy_zero_shot
 
 FUSED_CODEC: Codec[FusedAttributes] = Codec(
     encode=lambda f: (f.to_record(), None), decode=lambda _i, payload, _b: FusedAttributes.from_record(payload))
-
-
-def lazy_zero_shot(clip: ClipModelResource, vocabulary) -> Callable[[np.ndarray], list[dict]]:
-    """Zero-shot scoring whose text embeddings (and model) are loaded only when an image misses the cache."""
-    from charattr_core.clip import zero_shot
-
-    text: dict[str, Any] = {}
-
-    def score(matrix: np.ndarray) -> list[dict]:
-        if "embeddings" not in text:
-            model = clip.get()
-            text["embeddings"], text["logit_scale"] = model.text_embeddings(vocabulary), model.logit_scale
-        return zero_shot(matrix, vocabulary, text["embeddings"], text["logit_scale"])
-
-    return score
 
 
 def require_inputs(warehouse: Warehouse, shard: str, with_embeddings: bool) -> None:
@@ -59,13 +44,13 @@ def require_inputs(warehouse: Warehouse, shard: str, with_embeddings: bool) -> N
                          "failed blocking check); materialize them for this shard first.", allow_retries=False)
 
 
-def remove_vanished(store, warehouse: Warehouse, shard: str, before: set[str]) -> int:
+def remove_vanished(store, warehouse: Warehouse, shard: str, before: set[str], namespace: str) -> int:
     """Product rows of images that were in the shard's previous output and are gone now (deleted
     from the source), unless another shard still holds the same bytes; returns how many."""
     gone = before - image_ids(warehouse, [shard])
     if gone:  # rare: only then read the other shards' ids
         gone -= image_ids(warehouse, [k for k in warehouse.partitions(FUSED_ATTRIBUTES) if k != shard])
-    return store.delete_fused(gone) if gone else 0
+    return store.delete_fused(gone, source_namespace=namespace) if gone else 0
 
 
 def image_ids(warehouse: Warehouse, shards: list[str]) -> set[str]:
@@ -102,13 +87,14 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
     )
     def fused_attributes(context: AssetExecutionContext, clip: ClipModelResource,
                          results_store: ResultStoreResource, warehouse: Warehouse,
-                         settings: PipelineSettings) -> dg.MaterializeResult:
+                         settings: PipelineSettings, source: SourceResource) -> dg.MaterializeResult:
         from charattr_core.fusion import Thresholds
         from charattr_core.writers import fused_arrow_schema
 
         config = settings.pipeline_config()
         vocabulary, thresholds = settings.load_vocabulary(), Thresholds.from_config(config)
         store = results_store.open()
+        namespace = source.namespace()  # this source's rows in the product table (one source, one namespace)
         unavailable = clip.unavailable_reason()
         model_key = None if unavailable else clip.model_key()
         probes, policy, signals = signals_in_use(warehouse, vocabulary, model_key, unavailable,
@@ -128,7 +114,7 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
             counts, shard_tally, shard_strategies = StageCounts(), EstimateTally(vocabulary), Counter()
             with warehouse.writer(FUSED_ATTRIBUTES, shard, schema) as out:
                 for batch in iter_signals(warehouse, shard, with_embeddings=unavailable is None,
-                                          batch_size=settings.batch_size):
+                                          batch_size=settings.stage_batch_size):
                     records = [s.record for s in batch]
                     parses = {s.record.source_uri: s.tag_parse for s in batch if s.tag_parse is not None}
                     embeddings = {s.record.image_id: s.embedding for s in batch if s.embedding is not None}
@@ -173,11 +159,11 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
                     # image and tags: the same picture under other tags is another answer.
                     keys = {i: fused_key(records[i]) for i in complete}
                     cached = [k for k in keys.values() if k not in fresh]
-                    present = store.fused_keys(version, cached) if cached else set()
+                    present = store.fused_keys(version, cached, source_namespace=namespace) if cached else set()
                     needed = {k: _store_row(fused[i], k[1]) for i, k in keys.items() if k in fresh or k not in present}
                     if needed:
-                        database_rows += store.put_fused(version, list(needed.values()))
-            removed = remove_vanished(store, warehouse, shard, before)
+                        database_rows += store.put_fused(version, list(needed.values()), source_namespace=namespace)
+            removed = remove_vanished(store, warehouse, shard, before, namespace)
             ledger.add(shard, counts, out.rows, value_distribution=shard_tally.distribution(),
                        strategies=dg.MetadataValue.json(dict(shard_strategies)), images_removed=removed)
         metadata = ledger.metadata()
@@ -187,6 +173,7 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
             "clip_used": unavailable is None, "probes_used": probes is not None, "policy_used": policy is not None,
             "signals": dg.MetadataValue.json(signals.describe()),
             "images_without": dg.MetadataValue.json(missing), "database": results_store.redacted_url(),
+            "source_namespace": namespace,
             "database_rows_written": database_rows,
         })
         if unavailable:
