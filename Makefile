@@ -40,6 +40,7 @@ bench: setup
 ui: export CHARATTR_SOURCE ?= $(abspath $(SAMPLE))
 ui: export DAGSTER_HOME ?= $(shell CHARATTR_SOURCE=$(abspath $(SAMPLE)) $(PY) -m charattr_core.settings --dagster-home)
 ui: setup
+	$(PY) -m charattr_dagster.instance >/dev/null  # charattr's dagster.yaml in a new DAGSTER_HOME
 	$(if $(MODEL),CHARATTR_MODEL=$(MODEL)) $(if $(PRETRAINED),CHARATTR_PRETRAINED=$(PRETRAINED)) \
 		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 

@@ -14,6 +14,8 @@ the exit code is non-zero only when a benchmark could not run.
     memory   peak RSS of tags-only runs (10k vs 100k images) and of a CLIP run (bench_memory.py)
     scale    1M posts over 100 partitions through `charattr run` (Dagster) (bench_scale.py)
     cluster  Celery workers: overhead per step, 1 vs 2 workers per queue (bench_cluster.py)
+    partition_runs  one run per shard vs a range run, cached, in process (bench_partition_runs.py)
+    dagster_ui      Materialize all / new shard latency under dagster dev (bench_dagster_ui.py)
 
 A full run takes well over an hour on a 2-core laptop (scale alone most of it, with ~14 GB of
 temporary disk); `--quick` takes a few minutes.
@@ -40,6 +42,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "memory": ("benchmarks.bench_memory", ["--quick"], []),
     "scale": ("benchmarks.bench_scale", ["--quick"], []),
     "cluster": ("benchmarks.bench_cluster", ["--quick"], []),
+    "partition_runs": ("benchmarks.bench_partition_runs", ["--quick"], []),
+    "dagster_ui": ("benchmarks.bench_dagster_ui", ["--quick"], []),
 }
 
 

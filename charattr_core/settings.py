@@ -164,7 +164,8 @@ class Settings(BaseModel):
                                     "(Pillow's limit)", group="stages", ge=1)
 
     # -- the Dagster graph --------------------------------------------------------------------------
-    shards_per_run: int = setting(25, "shards (partitions) materialized per Dagster run", group="graph",
+    shards_per_run: int = setting(1, "shards (partitions) materialized per Dagster run (1: each partition keeps "
+                                     "its own lineage in the UI; more: fewer runs for tiny shards)", group="graph",
                                   scopes=(GRAPH,), ge=1)
     max_failed_fraction: float = setting(
         0.5, "share of unreadable images above which a shard's later stages are blocked", group="graph",

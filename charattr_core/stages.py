@@ -204,16 +204,31 @@ def fused_versions(vocabulary, clip_model_key: str | None, probes, policy, strat
     return versions
 
 
+LEARNED_PARTS = ("attribute_probes", "fusion_policy")  # artefacts that learning assets produce at run time
+
+
+def fused_code_version(versions: Mapping[str, str]) -> str:
+    """`fused-1+<hash12>` over what is fixed when the code is deployed (code, vocabulary, tag and
+    CLIP versions, strategy, thresholds): the Dagster code version of fused_attributes."""
+    fixed = sorted((k, v) for k, v in versions.items() if k not in LEARNED_PARTS)
+    return f"{FUSED_CODE_VERSION}+{hashlib.sha256(repr(fixed).encode()).hexdigest()[:12]}"
+
+
 def fused_stage_version(versions: Mapping[str, str]) -> str:
-    """The cache key (stage_version) of fused rows made under `versions`."""
-    digest = hashlib.sha256(repr(sorted(versions.items())).encode()).hexdigest()[:12]
-    return f"{FUSED_CODE_VERSION}+{digest}"
+    """The cache key (stage_version) of fused rows made under `versions`: the code version, then the
+    learned artefacts in use, e.g. `fused-1+8256ab…+probes-1c2d…+policy-3-9f0e…+<fingerprint>`."""
+    parts = [fused_code_version(versions)]
+    if "attribute_probes" in versions:
+        parts.append(f"probes-{hashlib.sha256(versions['attribute_probes'].encode()).hexdigest()[:12]}")
+    if "fusion_policy" in versions:
+        parts.append(f"policy-{versions['fusion_policy']}")
+    return "+".join(parts)
 
 
 def fused_settings_version(vocabulary, clip_model_key: str | None, strategy: str, thresholds) -> str:
     """What of the fused key is known from the settings alone (no trained artefact): the Dagster
     code version of `fused_attributes` uses it, so changing any of these marks the asset stale."""
-    return fused_stage_version(fused_versions(vocabulary, clip_model_key, None, None, strategy, thresholds))
+    return fused_code_version(fused_versions(vocabulary, clip_model_key, None, None, strategy, thresholds))
 
 
 def fuse_batch(

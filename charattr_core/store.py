@@ -805,6 +805,20 @@ class ResultStore:
             query = query.where(t.c.source_namespace == source_namespace)
         return int(self._run(lambda conn: conn.execute(query).scalar_one(), write=False, what="count fused rows in"))
 
+    def delete_fused(self, image_ids: Iterable[str], *, source_namespace: str = "") -> int:
+        """Remove every version's product rows of `image_ids` (images gone from the source) from the
+        product of `source_namespace`, in ONE transaction; returns the rows removed. The stage
+        cache keeps their results."""
+        ids = _unique_ids(image_ids)
+        t = fused_attributes
+
+        def work(conn: Connection) -> int:
+            return sum(conn.execute(sa.delete(t).where(t.c.image_id.in_(chunk),
+                                                       t.c.source_namespace == source_namespace)).rowcount or 0
+                       for chunk in batched(ids, LOOKUP_CHUNK))
+
+        return self._run(work, write=True, what=f"remove {len(ids)} images' fused rows from") if ids else 0
+
     def stage_versions(self, stage: str) -> list[str]:
         """The distinct versions of `stage` that have cached results, sorted."""
         _check_key("stage", stage)

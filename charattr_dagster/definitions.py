@@ -4,10 +4,10 @@ Everything is assembled from one `Settings` value (the CHARATTR_* environment, s
 `settings.py`), so resource defaults and asset code versions always agree. `build_definitions`
 takes explicit settings for tests and for `charattr run`.
 
-The shard sensor and the backfill schedule start stopped (turn them on in the UI). GPU steps
-(`clip_embeddings`) are in the pool "gpu"; its limit is instance configuration
-(`concurrency: pools: default_limit: 1` in dagster.yaml, which `charattr run` writes for a new
-DAGSTER_HOME).
+The shard sensor and the backfill schedule start stopped (turn them on in the UI); the
+automation sensor (`automation.py`) runs by default. GPU steps (`clip_embeddings`) are in the pool
+"gpu"; its limit is instance configuration (`concurrency: pools: default_limit: 1` in the
+dagster.yaml that `instance.prepare_dagster_home` writes for a new DAGSTER_HOME).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import dagster as dg
 
 from .assets import build_assets
+from .automation import build_automation_sensor
 from .executors import build_executor
 from .jobs import ALL_JOBS
 from .resources import ClipModelResource, PipelineSettings, ResultStoreResource, SourceResource
@@ -62,7 +63,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=build_assets(code_versions(settings), settings.shards_per_run),
         jobs=list(ALL_JOBS),
-        sensors=[build_shard_sensor(settings.shards_per_run)],
+        sensors=[build_shard_sensor(settings.shards_per_run), build_automation_sensor()],
         schedules=[build_backfill_schedule(settings.shards_per_run)],
         resources=build_resources(settings),
         executor=build_executor(settings),  # in-process, multiprocess or Celery: CHARATTR_EXECUTOR

@@ -1,8 +1,9 @@
 """Partitioning: one dynamic partition per shard of the configured source.
 
 Shard keys come from `Source.shards()` (a sub-folder, a Parquet file, a tar). Keys are added by
-the shard sensor or by `charattr run`, never by hand-written lists, and runs are launched over
-contiguous ranges of keys so that thousands of small shards do not cost thousands of launches.
+the shard sensor, the backfill schedule or `charattr run`, never by hand-written lists. Runs cover
+one shard by default (each partition then keeps its own lineage, see `lineage.py`); with
+`shards_per_run` > 1 they cover contiguous ranges of keys, for thousands of tiny shards.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ import dagster as dg
 
 from charattr_core.settings import derived_locations, env_var
 
+from .instance import prepare_dagster_home
 from .asset_keys import (ATTRIBUTE_PROBES, ATTRIBUTE_REPORT, CLIP_EMBEDDINGS, FUSED_ATTRIBUTES, FUSION_POLICY,
                          RAW_IMAGES, TAG_PARSES)
 from .executors import executor_run_config, reconstructable_job
@@ -33,19 +34,7 @@ from .jobs import fuse_shards_job, ingest_shards_job, report_job, train_job
 from .partitions import SHARDS, contiguous_ranges, range_tags
 from .settings import Settings
 
-DEFAULT_DAGSTER_HOME = Path("data/dagster_home")
 COUNTED_STAGES = (RAW_IMAGES, TAG_PARSES, CLIP_EMBEDDINGS, FUSED_ATTRIBUTES)
-# Written into a new DAGSTER_HOME: runs that use the GPU pool (clip_embeddings) queue behind each other.
-INSTANCE_YAML = """\
-# Written by `charattr run` for a new instance; edit freely.
-# Steps in the "gpu" pool (clip_embeddings) run one at a time.
-concurrency:
-  pools:
-    default_limit: 1
-# charattr runs offline by design; re-enable Dagster's usage statistics here if you wish.
-telemetry:
-  enabled: false
-"""
 # Run tags naming the `charattr run` process that executes a run, so that a later one can tell
 # the runs of a killed process from runs that are still going (see `release_crashed_runs`).
 RUN_HOST_TAG = "charattr/host"
@@ -56,14 +45,10 @@ _UNFINISHED = (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg
 
 def dagster_home(settings: Settings | None = None) -> Path:
     """$DAGSTER_HOME when set, else the source's own instance (`Settings.dagster_home`;
-    data/dagster_home without settings); created (with a dagster.yaml) when missing."""
-    fallback = settings.dagster_home if settings is not None else DEFAULT_DAGSTER_HOME
-    home = Path(os.environ.get("DAGSTER_HOME") or fallback).expanduser().resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text(INSTANCE_YAML, encoding="utf-8")
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home
+    data/dagster_home without settings); created with charattr's dagster.yaml when new
+    (`instance.prepare_dagster_home`)."""
+    return prepare_dagster_home(os.environ.get("DAGSTER_HOME") or (settings.dagster_home if settings is not None
+                                                                   else None))
 
 
 def source_claims(settings: Settings) -> list[tuple[Path, str, str]]:
@@ -118,14 +103,10 @@ def _value(entry) -> object:
 
 
 def _collect(result: dg.ExecuteInProcessResult | dg.JobExecutionResult, summary: GraphRunSummary) -> None:
-    seen: set[str] = set()
     for event in result.get_asset_materialization_events():
         mat = event.step_materialization_data.materialization
         asset, meta = mat.asset_key.to_user_string(), {k: _value(v) for k, v in mat.metadata.items()}
-        if asset in seen:  # a range run materializes every shard with the run's totals
-            continue
-        seen.add(asset)
-        if asset in COUNTED_STAGES:
+        if asset in COUNTED_STAGES:  # each partition's event carries that shard's own numbers
             totals = summary.stages[asset]
             for name in ("computed", "skipped", "failed", "rows"):
                 setattr(totals, name, getattr(totals, name) + int(meta.get(name, 0) or 0))

@@ -1,39 +1,21 @@
-"""The backfill schedule: requests runs for registered shards that some partitioned stage has not
-materialized yet (a failed run, a shard added while the sensor was off), skipping shards that a
-queued or running run already covers. Missing keys are batched into partition-range runs."""
+"""The backfill schedule: the sensor's safety net, run nightly.
+
+It registers shards of the source that are not partitions yet (added while the sensor was off)
+and requests runs for every shard that needs one (`shard_survey`: new, registered but not
+materialized by every stage, or changed since raw_images read it), skipping shards that a queued
+or running run already covers.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from .asset_keys import PARTITIONED_ASSETS
+from charattr_core.errors import CharattrError
+
 from .jobs import process_shards_job
-from .partitions import RANGE_END_TAG, RANGE_START_TAG, SHARDS, contiguous_ranges, range_run_request
-
-IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-             dg.DagsterRunStatus.STARTED]
-
-
-def missing_shards(instance: dg.DagsterInstance, ordered_keys: list[str]) -> list[str]:
-    """Registered shards that at least one partitioned stage has not materialized, in partition order."""
-    missing: set[str] = set()
-    for asset in PARTITIONED_ASSETS:
-        done = instance.get_materialized_partitions(dg.AssetKey(asset))
-        missing.update(k for k in ordered_keys if k not in done)
-    return [k for k in ordered_keys if k in missing]
-
-
-def shards_in_flight(instance: dg.DagsterInstance, ordered_keys: list[str]) -> set[str]:
-    """Shards targeted by runs that are queued or running (a single partition or a range)."""
-    position = {k: i for i, k in enumerate(ordered_keys)}
-    covered: set[str] = set()
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
-        tags = run.tags
-        if "dagster/partition" in tags:
-            covered.add(tags["dagster/partition"])
-        elif tags.get(RANGE_START_TAG) in position and tags.get(RANGE_END_TAG) in position:
-            covered.update(ordered_keys[position[tags[RANGE_START_TAG]]: position[tags[RANGE_END_TAG]] + 1])
-    return covered
+from .partitions import SHARDS
+from .resources import SourceResource
+from .shard_survey import IN_FLIGHT, missing_shards, shards_in_flight, survey_shards  # noqa: F401 (re-exported)
 
 
 def build_backfill_schedule(shards_per_run: int, cron_schedule: str = "0 3 * * *") -> dg.ScheduleDefinition:
@@ -41,16 +23,20 @@ def build_backfill_schedule(shards_per_run: int, cron_schedule: str = "0 3 * * *
 
     @dg.schedule(job=process_shards_job, cron_schedule=cron_schedule,
                  default_status=dg.DefaultScheduleStatus.STOPPED,
-                 description="Requests partition-range runs for registered shards that are not materialized "
-                             "by every partitioned stage yet.")
-    def backfill_missing_shards(context: dg.ScheduleEvaluationContext):
-        keys = context.instance.get_dynamic_partitions(SHARDS)
-        busy = shards_in_flight(context.instance, keys)
-        todo = [k for k in missing_shards(context.instance, keys) if k not in busy]
-        if not todo:
-            return dg.SkipReason(f"All {len(keys)} registered shards are materialized or in flight.")
+                 description="Registers the source's unseen shards and requests runs for shards that are new, not "
+                             "materialized by every partitioned stage, or changed since they were read.")
+    def backfill_missing_shards(context: dg.ScheduleEvaluationContext, source: SourceResource):
+        try:
+            survey = survey_shards(context.instance, source.open())
+        except CharattrError as exc:
+            return dg.SkipReason(str(exc))
+        if survey.new:  # a schedule cannot return partition requests: register them here
+            context.instance.add_dynamic_partitions(SHARDS, survey.new)
+        if not survey.todo:
+            return dg.SkipReason(f"All {len(survey.registered)} registered shards are materialized, unchanged or "
+                                 "in flight; no new shards.")
         tick = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "now"
-        return [range_run_request(chunk, run_key=f"{tick}:{chunk[0]}...{chunk[-1]}")
-                for chunk in contiguous_ranges(todo, keys, shards_per_run)]
+        context.log.info(survey.summary())
+        return survey.run_requests(shards_per_run, tick)
 
     return backfill_missing_shards

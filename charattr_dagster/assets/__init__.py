@@ -17,6 +17,7 @@ import warnings
 
 import dagster as dg
 
+from ..automation import with_automation
 from ..versions import CodeVersions
 from .ingest import build_raw_images
 from .learning import build_attribute_probes, build_fusion_policy
@@ -31,7 +32,7 @@ def build_assets(versions: CodeVersions, shards_per_run: int) -> list[dg.AssetsD
     with warnings.catch_warnings():
         # Range-run backfills are what make thousands of shards affordable; the parameter is beta-flagged.
         warnings.simplefilter("ignore", dg.BetaWarning)
-        return _build(versions, dg.BackfillPolicy.multi_run(max_partitions_per_run=shards_per_run))
+        return with_automation(_build(versions, dg.BackfillPolicy.multi_run(max_partitions_per_run=shards_per_run)))
 
 
 def _build(versions: CodeVersions, per_shard: dg.BackfillPolicy) -> list[dg.AssetsDefinition]:

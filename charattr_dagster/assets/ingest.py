@@ -13,6 +13,7 @@ from charattr_core.stages import Codec, StageCounts, run_cached
 
 from ..checks import FailureTally, failed_fraction_spec
 from ..asset_keys import RAW_IMAGES
+from ..fingerprints import FINGERPRINT, shard_fingerprint
 from ..metadata import StageLedger
 from ..partitions import shards_partitions
 from ..resources import STORE_RETRY_POLICY, PipelineSettings, ResultStoreResource, SourceResource
@@ -64,24 +65,35 @@ def build_raw_images(code_version: str, backfill_policy: dg.BackfillPolicy) -> d
                    warehouse: Warehouse, settings: PipelineSettings) -> dg.MaterializeResult:
         src, store = source.open(), results_store.open()
         version = raw_images_stage_version(settings.max_image_pixels)
-        ledger, tally = StageLedger(RAW_IMAGES, warehouse), FailureTally()
-        formats: dict[str, int] = {}
+        ledger, tally = StageLedger(RAW_IMAGES, warehouse, context), FailureTally()
+        fingerprints = {}
         for shard in context.partition_keys:
-            counts = StageCounts()
+            # Taken before reading: files landing during the read change it again, so the next
+            # sensor tick sees the shard as changed rather than never reading them.
+            fingerprints[shard] = shard_fingerprint(src, shard)
+            counts, shard_tally, formats = StageCounts(), FailureTally(), {}
             with warehouse.writer(RAW_IMAGES, shard, RAW_SCHEMA) as out:
                 for items in batched(src.read(shard), settings.stage_batch_size):
                     records, batch_counts = inspect_cached(items, store, version, settings.max_image_pixels)
                     counts += batch_counts
                     for r in records:
                         tally.add(r)
+                        shard_tally.add(r)
                         if r.ok:
                             formats[r.format or "?"] = formats.get(r.format or "?", 0) + 1
                     out.write_rows([r.to_dict() for r in records])
-            ledger.add(shard, counts, out.rows)
+            ledger.add(shard, counts, out.rows, **{
+                FINGERPRINT: fingerprints[shard], "ok": shard_tally.total - shard_tally.failed,
+                "failed_fraction": round(shard_tally.fraction, 4), "formats": dg.MetadataValue.json(formats)})
         metadata = ledger.metadata()
-        metadata.update({"stage_version": version, "ok": tally.total - tally.failed,
-                         "failed_fraction": round(tally.fraction, 4),
-                         "formats": dg.MetadataValue.json(formats)})
-        return dg.MaterializeResult(metadata=metadata, check_results=[tally.result(settings.max_failed_fraction)])
+        metadata.update({"stage_version": version, "run_failed_fraction": round(tally.fraction, 4)})
+        # A one-shard run states the shard's content as its data version, so the UI shows a
+        # changed shard's raw_images (and everything below it) as changed; a range run shares one
+        # data version among its partitions (dagster-io/dagster#18649), so there only the
+        # `fingerprint` metadata entry holds it.
+        data_version = dg.DataVersion(fingerprints[context.partition_keys[0]]) \
+            if len(context.partition_keys) == 1 else None
+        return dg.MaterializeResult(metadata=metadata, data_version=data_version,
+                                    check_results=[tally.result(settings.max_failed_fraction)])
 
     return raw_images

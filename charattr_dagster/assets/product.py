@@ -8,19 +8,21 @@ the learned policy are used when their assets have produced them; without them (
 CLIP) fusion runs on the signals that remain.
 """
 
+from collections import Counter
 from typing import Any
 
 import dagster as dg
 from dagster import AssetExecutionContext
 
 from charattr_core.records import FusedAttributes
-from charattr_core.stages import (STAGE_FUSED, Codec, StageCounts, fuse_batch, fused_stage_version, fused_versions,
-                                  run_cached, tags_key)
+from charattr_core.stages import (STAGE_FUSED, Codec, StageCounts, fuse_batch, fused_code_version, fused_stage_version,
+                                  fused_versions, run_cached, tags_key)
 
 from ..artifacts import signals_in_use
 from ..checks import EstimateTally, estimate_specs
 from ..asset_keys import (ATTRIBUTE_PROBES, CLIP_EMBEDDINGS, FUSED_ATTRIBUTES, FUSION_POLICY, RAW_IMAGES,
                           TAG_PARSES)
+from ..lineage import lineage_tags
 from ..metadata import StageLedger
 from ..partitions import shards_partitions
 from ..resources import STORE_RETRY_POLICY, ClipModelResource, PipelineSettings, ResultStoreResource, SourceResource
@@ -40,6 +42,23 @@ def require_inputs(warehouse: Warehouse, shard: str, with_embeddings: bool) -> N
     if missing:
         raise dg.Failure(f"Shard {shard!r} has no {' or '.join(missing)} data yet (not materialized, or stopped by a "
                          "failed blocking check); materialize them for this shard first.", allow_retries=False)
+
+
+def remove_vanished(store, warehouse: Warehouse, shard: str, before: set[str], namespace: str) -> int:
+    """Product rows of images that were in the shard's previous output and are gone now (deleted
+    from the source), unless another shard still holds the same bytes; returns how many."""
+    gone = before - image_ids(warehouse, [shard])
+    if gone:  # rare: only then read the other shards' ids
+        gone -= image_ids(warehouse, [k for k in warehouse.partitions(FUSED_ATTRIBUTES) if k != shard])
+    return store.delete_fused(gone, source_namespace=namespace) if gone else 0
+
+
+def image_ids(warehouse: Warehouse, shards: list[str]) -> set[str]:
+    """The image ids in the shards' fused_attributes files (one column, streamed)."""
+    found: set[str] = set()
+    for batch in warehouse.iter_batches(FUSED_ATTRIBUTES, shards, columns=["image_id"]):
+        found.update(batch.column(0).to_pylist())
+    return found
 
 
 NO_EMBEDDING_NOTE = "clip embedding missing: clip_embeddings failed for this image (see its error column)"
@@ -85,14 +104,14 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
         notes = ((f"clip unavailable: {unavailable}",) if unavailable else ()) + signals.notes()
         scorer = None if unavailable else lazy_zero_shot(clip, vocabulary)
 
-        ledger, tally = StageLedger(FUSED_ATTRIBUTES, warehouse), EstimateTally(vocabulary)
-        strategies: dict[str, int] = {}
+        ledger, tally = StageLedger(FUSED_ATTRIBUTES, warehouse, context), EstimateTally(vocabulary)
         missing = {"tag_parses": 0, "clip_embeddings": 0}
         schema = fused_arrow_schema(vocabulary)
         database_rows = 0
         for shard in context.partition_keys:
             require_inputs(warehouse, shard, with_embeddings=unavailable is None)
-            counts = StageCounts()
+            before = image_ids(warehouse, [shard])
+            counts, shard_tally, shard_strategies = StageCounts(), EstimateTally(vocabulary), Counter()
             with warehouse.writer(FUSED_ATTRIBUTES, shard, schema) as out:
                 for batch in iter_signals(warehouse, shard, with_embeddings=unavailable is None,
                                           batch_size=settings.stage_batch_size):
@@ -131,7 +150,8 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
                         assert f is not None
                         f.source_uri = record.source_uri  # the same bytes may live at several paths
                         tally.add(f.image_id, f.attributes, f.confidence)
-                        strategies[f.strategy] = strategies.get(f.strategy, 0) + 1
+                        shard_tally.add(f.image_id, f.attributes, f.confidence)
+                        shard_strategies[f.strategy] += 1
                         rows.append(f.to_flat())
                     out.write_rows(rows)
                     # The product table gets what it lacks: rows fused now, and cached rows missing
@@ -143,19 +163,22 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
                     needed = {k: _store_row(fused[i], k[1]) for i, k in keys.items() if k in fresh or k not in present}
                     if needed:
                         database_rows += store.put_fused(version, list(needed.values()), source_namespace=namespace)
-            ledger.add(shard, counts, out.rows)
+            removed = remove_vanished(store, warehouse, shard, before, namespace)
+            ledger.add(shard, counts, out.rows, value_distribution=shard_tally.distribution(),
+                       strategies=dg.MetadataValue.json(dict(shard_strategies)), images_removed=removed)
         metadata = ledger.metadata()
         metadata.update({
-            "stage_version": version, "versions": dg.MetadataValue.json(versions),
+            "stage_version": version, "code_version": fused_code_version(versions),
+            "versions": dg.MetadataValue.json(versions),
             "clip_used": unavailable is None, "probes_used": probes is not None, "policy_used": policy is not None,
             "signals": dg.MetadataValue.json(signals.describe()),
-            "strategies": dg.MetadataValue.json(strategies), "images_without": dg.MetadataValue.json(missing),
-            "value_distribution": tally.distribution(), "database": results_store.redacted_url(),
+            "images_without": dg.MetadataValue.json(missing), "database": results_store.redacted_url(),
             "source_namespace": namespace,
             "database_rows_written": database_rows,
         })
         if unavailable:
             metadata["clip_unavailable_reason"] = unavailable
-        return dg.MaterializeResult(metadata=metadata, check_results=tally.results())
+        return dg.MaterializeResult(metadata=metadata, check_results=tally.results(),
+                                    tags=lineage_tags(context, [RAW_IMAGES, TAG_PARSES, CLIP_EMBEDDINGS]))
 
     return fused_attributes

@@ -17,6 +17,7 @@ from charattr_core.stages import (EMBEDDING_CODEC, STAGE_CLIP, STAGE_TAGS, TAG_P
 
 from ..checks import EmbeddingTally, EstimateTally, embedding_specs, estimate_specs, model_available_result
 from ..asset_keys import CLIP_EMBEDDINGS, RAW_IMAGES, TAG_PARSES
+from ..lineage import lineage_tags
 from ..metadata import StageLedger
 from ..partitions import shards_partitions
 from ..resources import STORE_RETRY_POLICY, ClipModelResource, PipelineSettings, ResultStoreResource, SourceResource
@@ -50,10 +51,10 @@ def build_tag_parses(code_version: str, backfill_policy: dg.BackfillPolicy) -> d
 
         vocabulary = settings.load_vocabulary()
         parser, version, store = TagParser(vocabulary), tags_stage_version(vocabulary), results_store.open()
-        ledger, tally = StageLedger(TAG_PARSES, warehouse), EstimateTally(vocabulary)
+        ledger, tally = StageLedger(TAG_PARSES, warehouse, context), EstimateTally(vocabulary)
         schema = tag_parse_schema(vocabulary)
         for shard in context.partition_keys:
-            counts = StageCounts()
+            counts, shard_tally = StageCounts(), EstimateTally(vocabulary)
             with warehouse.writer(TAG_PARSES, shard, schema) as out:
                 for records in raw_batches(warehouse, shard, settings.stage_batch_size):
                     parses, batch_counts = run_cached(records, lambda r: r.image_id, lambda rs: parse_tags(rs, parser),
@@ -62,11 +63,13 @@ def build_tag_parses(code_version: str, backfill_policy: dg.BackfillPolicy) -> d
                     counts += batch_counts
                     for p in parses:
                         tally.add(p.image_id, p.estimates)
+                        shard_tally.add(p.image_id, p.estimates)
                     out.write_rows([tag_parse_row(p) for p in parses])
-            ledger.add(shard, counts, out.rows)
+            ledger.add(shard, counts, out.rows, value_distribution=shard_tally.distribution())
         metadata = ledger.metadata()
-        metadata.update({"stage_version": version, "value_distribution": tally.distribution()})
-        return dg.MaterializeResult(metadata=metadata, check_results=tally.results())
+        metadata.update({"stage_version": version})
+        return dg.MaterializeResult(metadata=metadata, check_results=tally.results(),
+                                    tags=lineage_tags(context, [RAW_IMAGES]))
 
     return tag_parses
 
@@ -84,7 +87,7 @@ def build_clip_embeddings(code_version: str, backfill_policy: dg.BackfillPolicy)
     def clip_embeddings(context: AssetExecutionContext, clip: ClipModelResource, source: SourceResource,
                         results_store: ResultStoreResource, warehouse: Warehouse,
                         settings: PipelineSettings) -> dg.MaterializeResult:
-        ledger, tally = StageLedger(CLIP_EMBEDDINGS, warehouse), EmbeddingTally()
+        ledger, tally = StageLedger(CLIP_EMBEDDINGS, warehouse, context), EmbeddingTally()
         unavailable = clip.unavailable_reason()
         if unavailable is not None:
             (context.log.info if not clip.use_clip else context.log.warning)(f"CLIP not used: {unavailable}")
@@ -95,7 +98,7 @@ def build_clip_embeddings(code_version: str, backfill_policy: dg.BackfillPolicy)
             metadata = ledger.metadata()
             metadata.update({"clip_available": False, "clip_unavailable_reason": unavailable,
                              "model": f"{clip.model_name}/{clip.pretrained}"})
-            return dg.MaterializeResult(metadata=metadata, check_results=[
+            return dg.MaterializeResult(metadata=metadata, tags=lineage_tags(context, [RAW_IMAGES]), check_results=[
                 tally.result(), model_available_result(unavailable, f"{clip.model_name}/{clip.pretrained}",
                                                        switched_off=not clip.use_clip)])
 
@@ -127,7 +130,7 @@ def build_clip_embeddings(code_version: str, backfill_policy: dg.BackfillPolicy)
         metadata = ledger.metadata()
         metadata.update({"clip_available": True, "model": model_key, "stage_version": version,
                          "embedding_dim": next(iter(tally.dims), 0), "errors": dg.MetadataValue.json(dict(errors))})
-        return dg.MaterializeResult(metadata=metadata,
+        return dg.MaterializeResult(metadata=metadata, tags=lineage_tags(context, [RAW_IMAGES]),
                                     check_results=[tally.result(), model_available_result(None, model_key)])
 
     return clip_embeddings

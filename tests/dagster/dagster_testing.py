@@ -46,6 +46,16 @@ def materialization(result: dg.ExecuteInProcessResult, asset: str) -> dict:
     raise AssertionError(f"{asset} was not materialized in run {result.run_id}")
 
 
+def partition_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, dict]:
+    """Partition key -> the metadata values of that partition's materialization of `asset` in a run."""
+    found = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.step_materialization_data.materialization
+        if mat.asset_key == dg.AssetKey(asset):
+            found[mat.partition] = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+    return found
+
+
 def materialized_assets(result: dg.ExecuteInProcessResult) -> set[str]:
     return {e.step_materialization_data.materialization.asset_key.to_user_string()
             for e in result.get_asset_materialization_events()}

@@ -17,7 +17,7 @@ from charattr_dagster.versions import code_versions
 from charattr_dagster.warehouse import Warehouse
 
 from dagster_testing import (IMAGES_PER_SHARD, SHARD_KEYS, check_evaluations, make_settings, materialization,
-                       materialized_assets, register, run_job)
+                             materialized_assets, partition_metadata, register, run_job)
 
 ASSETS = ("raw_images", "tag_parses", "clip_embeddings", "attribute_probes", "fusion_policy", "fused_attributes",
           "attribute_report")
@@ -125,12 +125,14 @@ def test_every_asset_materializes_for_one_partition(defs, settings, instance):
 def test_a_rerun_computes_nothing_new(defs, instance):
     register(instance)
     first = run_job(defs, instance, "process_shards", list(SHARD_KEYS))
-    assert materialization(first, "tag_parses")["computed"] == 2 * IMAGES_PER_SHARD
+    assert materialization(first, "tag_parses")["run_computed"] == 2 * IMAGES_PER_SHARD
     assert materialization(first, "fused_attributes")["database_rows_written"] == 2 * IMAGES_PER_SHARD
     again = run_job(defs, instance, "process_shards", list(SHARD_KEYS))
     for asset in ("raw_images", "tag_parses", "clip_embeddings", "fused_attributes"):
         meta = materialization(again, asset)
-        assert (meta["computed"], meta["skipped"]) == (0, 2 * IMAGES_PER_SHARD), asset
+        assert (meta["run_computed"], meta["run_skipped"]) == (0, 2 * IMAGES_PER_SHARD), asset
+        for shard, own in partition_metadata(again, asset).items():
+            assert (own["computed"], own["skipped"]) == (0, IMAGES_PER_SHARD), (asset, shard)
     assert materialization(again, "fused_attributes")["database_rows_written"] == 0  # nor rewrites the table
 
 
@@ -142,8 +144,8 @@ def test_one_run_covers_several_partitions(defs, settings, instance):
     for asset in ("raw_images", "tag_parses", "clip_embeddings", "fused_attributes"):
         assert instance.get_materialized_partitions(dg.AssetKey(asset)) == set(SHARD_KEYS)
     meta = materialization(result, "raw_images")
-    assert meta["partitions_in_run"] == 2 and meta["rows"] == 2 * IMAGES_PER_SHARD
-    assert {r.data["shard"] for r in meta["per_shard"].records} == set(SHARD_KEYS)
+    assert meta["partitions_in_run"] == 2 and meta["run_rows"] == 2 * IMAGES_PER_SHARD
+    assert {r.data["shard"] for r in meta["run_per_shard"].records} == set(SHARD_KEYS)
     wh = Warehouse(root=settings.warehouse)
     assert wh.partitions("fused_attributes") == list(SHARD_KEYS)
 

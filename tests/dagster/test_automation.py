@@ -34,11 +34,13 @@ def _apply(instance, result) -> None:
 def _schedule_tick(defs, instance):
     schedule = defs.resolve_schedule_def("backfill_missing_shards")
     with dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
+                                   resources={"source": defs.resources["source"]},
                                    scheduled_execution_time=datetime(2030, 1, 1, 3, tzinfo=timezone.utc)) as context:
         return schedule.evaluate_tick(context)
 
 
-def test_the_sensor_registers_new_shards_once_and_requests_one_range_run(defs, instance, demo_source):
+def test_the_sensor_registers_new_shards_once_and_requests_one_range_run(instance, demo_source, tmp_path):
+    defs = build_definitions(make_settings(demo_source, tmp_path, shards_per_run=2))
     first = _tick(defs, instance)
     [add] = first.dynamic_partitions_requests
     assert add.partitions_def_name == SHARDS and list(add.partition_keys) == list(SHARD_KEYS)
@@ -48,7 +50,7 @@ def test_the_sensor_registers_new_shards_once_and_requests_one_range_run(defs, i
 
     # The range request resolves against the partitions added in the same tick: one run, both shards.
     result = defs.resolve_job_def("process_shards").execute_in_process(instance=instance, tags=request.tags)
-    assert materialization(result, "raw_images")["rows"] == 2 * IMAGES_PER_SHARD
+    assert materialization(result, "raw_images")["run_rows"] == 2 * IMAGES_PER_SHARD
     assert instance.get_materialized_partitions(dg.AssetKey("fused_attributes")) == set(SHARD_KEYS)
 
     again = _tick(defs, instance)
@@ -60,6 +62,11 @@ def test_the_sensor_registers_new_shards_once_and_requests_one_range_run(defs, i
     assert [r.partition_key for r in third.run_requests] == ["shard_new"]
 
 
+def test_by_default_the_sensor_requests_one_run_per_shard(defs, instance):
+    first = _tick(defs, instance)
+    assert [r.partition_key for r in first.run_requests] == list(SHARD_KEYS)
+
+
 def test_the_sensor_skips_with_the_reason_when_the_source_is_missing(instance, tmp_path):
     defs = build_definitions(make_settings(tmp_path / "nowhere", tmp_path))
     result = _tick(defs, instance)
@@ -67,17 +74,19 @@ def test_the_sensor_skips_with_the_reason_when_the_source_is_missing(instance, t
     assert instance.get_dynamic_partitions(SHARDS) == []
 
 
-def test_the_schedule_requests_only_missing_partitions(defs, instance):
+def test_the_schedule_requests_only_missing_partitions(defs, instance, demo_source):
     keys = ["s_a", "s_b", "s_c", "s_d"]
-    register(instance, keys)
-    for asset in ("raw_images", "tag_parses", "clip_embeddings", "fused_attributes"):
-        instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition="s_b"))
+    for key in keys:
+        shutil.copytree(demo_source / SHARD_KEYS[0], demo_source / key)
+    register(instance, [*SHARD_KEYS, *keys])
+    for key in (*SHARD_KEYS, "s_b"):
+        for asset in ("raw_images", "tag_parses", "clip_embeddings", "fused_attributes"):
+            instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=key))
     # s_c lacks only fused_attributes: still missing.
     for asset in ("raw_images", "tag_parses", "clip_embeddings"):
         instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition="s_c"))
     requests = list(_schedule_tick(defs, instance).run_requests)
-    covered = [r.partition_key or (r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG]) for r in requests]
-    assert covered == ["s_a", ("s_c", "s_d")]
+    assert [r.partition_key for r in requests] == ["s_a", "s_c", "s_d"]  # one shard per run (the default)
     assert len({r.run_key for r in requests}) == len(requests)
 
 

@@ -40,8 +40,8 @@ def test_run_materializes_the_graph_into_dagster_home_and_reruns_from_cache(demo
     assert f"fused_attributes: {n} computed, 0 skipped" in out
     assert str(tmp_path / "out" / "reports" / "attribute_report.html") in out
     assert (tmp_path / "out" / "reports" / "attribute_report.html").is_file()
-    # Both shards in one range run per stage group: ingest, training, fusion, report.
-    assert "4 runs" in out
+    # One run per shard (the default) for ingest and fusion, one for training, one for the report.
+    assert f"{2 * len(SHARD_KEYS) + 2} runs" in out
     assert "fusion_policy: trained, generation 1" in out and "; published" in out
     assert "  clip: used: charattr-tiny/random" in out and "  policy: used: " in out  # the signals fused
     # The UI must load the definitions with the same settings as this run, or it shows them stale.

@@ -18,10 +18,11 @@ import pytest
 
 from charattr_core.settings import Settings
 
-from dagster_testing import SHARD_KEYS
+from dagster_testing import IMAGES_PER_SHARD, SHARD_KEYS
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
+# This interpreter's modules (a worktree venv layered over another has no dagster scripts of its own).
+WEBSERVER = [sys.executable, "-m", "dagster_webserver"]
 LOCATION = "charattr"
 REPOSITORY = "__repository__"
 EXPECTED_DEPS = {
@@ -54,7 +55,7 @@ def location_env(demo_source, tmp_path) -> dict[str, str]:
 
 
 def test_dagster_definitions_validate_passes_on_the_workspace(location_env):
-    done = subprocess.run([str(BIN / "dagster"), "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO,
                           env=location_env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -101,7 +102,7 @@ def test_the_webserver_serves_the_graph_and_materializes_a_partition(location_en
     port = _free_port()
     url = f"http://127.0.0.1:{port}/graphql"
     log = (tmp_path / "webserver.log").open("w")
-    server = subprocess.Popen([str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1",
+    server = subprocess.Popen([*WEBSERVER, "-w", "workspace.yaml", "-h", "127.0.0.1",
                                "-p", str(port)], cwd=REPO, env=location_env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)  # its own process group, so it can be stopped whole
     try:
@@ -143,6 +144,94 @@ def test_the_webserver_serves_the_graph_and_materializes_a_partition(location_en
         assert status == "SUCCESS", (tmp_path / "webserver.log").read_text()[-3000:]
         warehouse = Path(Settings.from_env(location_env).warehouse) / "raw_images"  # the source's own folder
         assert (warehouse / f"{SHARD_KEYS[0]}.parquet").is_file()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+        log.close()
+
+
+ASSET_EVENTS = """query($key: AssetKeyInput!, $partitions: [String!]) { assetNodeOrError(assetKey: $key) {
+  ... on AssetNode { assetMaterializations(partitions: $partitions, limit: 1) { partition timestamp
+    tags { key value } metadataEntries { label ... on IntMetadataEntry { intValue } ... on PathMetadataEntry { path }
+      ... on TextMetadataEntry { text } } } } } }"""
+USED_DATA = """query($key: AssetKeyInput!, $t: String!) { assetNodeOrError(assetKey: $key) {
+  ... on AssetNode { assetMaterializationUsedData(timestampMillis: $t) { assetKey { path } timestamp } } } }"""
+
+
+def _launch_and_wait(url: str, job: str, partition: str) -> None:
+    repo = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
+    params = {"selector": {**repo, "jobName": job},
+              "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
+              "runConfigData": {"execution": {"config": {"in_process": {}}}}}
+    launched = _graphql(url, LAUNCH_RUN, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+
+    def finished():
+        status = _graphql(url, RUN_STATUS, {"id": run_id})["runOrError"]["status"]
+        return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+    assert _wait_until(finished, 300, f"{job} [{partition}]") == "SUCCESS"
+
+
+def _event(url: str, asset: str, partition: str) -> dict:
+    node = _graphql(url, ASSET_EVENTS, {"key": {"path": [asset]}, "partitions": [partition]})["assetNodeOrError"]
+    [event] = node["assetMaterializations"]
+    return event
+
+
+def test_a_partitions_page_shows_its_own_numbers_and_upstream_events(location_env, tmp_path):
+    """What the UI shows for fused_attributes' shard_000 after shard_001 was ingested later: its
+    own rows and path, and as "source data" shard_000's upstream events, not the latest ones."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/graphql"
+    log = (tmp_path / "webserver.log").open("w")
+    server = subprocess.Popen([*WEBSERVER, "-w", "workspace.yaml", "-h", "127.0.0.1",
+                               "-p", str(port)], cwd=REPO, env=location_env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        def location_loaded():
+            try:
+                entries = _graphql(url, LOCATION_QUERY)["workspaceOrError"]["locationEntries"]
+            except (urllib.error.URLError, ConnectionError):
+                return None
+            return any(e["name"] == LOCATION and e["loadStatus"] == "LOADED" for e in entries)
+
+        _wait_until(location_loaded, 180, "the code location to load")
+        repo = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
+        for key in SHARD_KEYS:
+            assert _graphql(url, ADD_PARTITION, {"repo": repo, "key": key})["addDynamicPartition"]["__typename"] \
+                == "AddDynamicPartitionSuccess"
+        own, other = SHARD_KEYS
+        _launch_and_wait(url, "ingest_shards", own)
+        _launch_and_wait(url, "ingest_shards", other)
+        _launch_and_wait(url, "fuse_shards", own)
+
+        fused = _event(url, "fused_attributes", own)
+        assert fused["partition"] == own
+        entries = {e["label"]: e for e in fused["metadataEntries"]}
+        assert entries["rows"]["intValue"] == IMAGES_PER_SHARD
+        assert entries["path"]["path"].endswith(f"{own}.parquet")
+        used = _graphql(url, USED_DATA, {"key": {"path": ["fused_attributes"]}, "t": fused["timestamp"]})
+        used_at = {"/".join(u["assetKey"]["path"]): str(u["timestamp"])
+                   for u in used["assetNodeOrError"]["assetMaterializationUsedData"]}
+        # "Source data": the root upstream's event, of the same shard.
+        assert used_at["raw_images"] == _event(url, "raw_images", own)["timestamp"]
+        assert used_at["raw_images"] != _event(url, "raw_images", other)["timestamp"]
+        # Every upstream input's data version is the same shard's (shards' versions differ).
+        fused_tags = {t["key"]: t["value"] for t in fused["tags"]}
+        for dep in ("raw_images", "tag_parses", "clip_embeddings"):
+            versions = {key: {t["key"]: t["value"] for t in _event(url, dep, key)["tags"]}["dagster/data_version"]
+                        for key in (own, other)}
+            assert versions[own] != versions[other], dep
+            assert fused_tags[f"dagster/input_data_version/{dep}"] == versions[own], dep
+        raw = {e["label"]: e for e in _event(url, "raw_images", own)["metadataEntries"]}
+        data_version = {t["key"]: t["value"] for t in _event(url, "raw_images", own)["tags"]}["dagster/data_version"]
+        assert data_version == raw["fingerprint"]["text"]  # the shard's content is its data version
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
