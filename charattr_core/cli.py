@@ -193,6 +193,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     result.policy.save(out_dir / "policy")
     if result.probes is not None:
         result.probes.save(out_dir / "probes")
+    if result.calibration is not None:
+        result.calibration.save(out_dir / "calibration.json")
     print(report.to_markdown())
     claim = report.policy_claim()
     print(f"\n{claim}" if claim else "\nno held-out labels: nothing to compare", file=sys.stderr)

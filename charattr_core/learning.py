@@ -88,12 +88,14 @@ class LearningResult:
     policy: object
     report: object  # evaluation.EvalReport
     probe_skip_reason: str | None = None
+    calibration: object | None = None  # calibration.ConfidenceCalibration fitted on `probe_calibration`
 
 
 def learn_and_evaluate(signal_batches: Sequence[Sequence[Signals]], vocabulary: Vocabulary, *,
                        model_key: str | None, scorer: Scorer | None,
                        user_labels: Mapping[str, Mapping[str, tuple[str, ...]]], thresholds,
-                       previous_policy=None, n_bootstrap: int = 1000, seed: int = 0) -> LearningResult:
+                       previous_policy=None, n_bootstrap: int = 1000, seed: int = 0,
+                       calibrate: bool = True) -> LearningResult:
     """Probes on their split, the policy on `policy_train`, every method scored on `holdout`.
 
     `signal_batches` must be re-iterable (probe training makes several passes). The report
@@ -115,8 +117,16 @@ def learn_and_evaluate(signal_batches: Sequence[Sequence[Signals]], vocabulary: 
     policy = train_policy(iter_examples(signal_batches, "policy_train", vocabulary, scorer, probes, user_labels,
                                         thresholds.accept),
                           vocabulary, previous=previous_policy, thresholds=thresholds)
+    choosers = {RANDOM_BASELINE: RandomStrategyChooser(seed=seed)}
+    calibration = None
+    if calibrate:  # confidences mapped to probabilities on images no other stage learned from
+        from .calibration import fit_calibration
+        calibration = fit_calibration(iter_examples(signal_batches, "probe_calibration", vocabulary, scorer, probes,
+                                                    user_labels, thresholds.accept),
+                                      vocabulary, policy=policy, thresholds=thresholds,
+                                      choosers={RANDOM_BASELINE: RandomStrategyChooser(seed=seed)})  # its own draws
     holdout = list(iter_examples(signal_batches, "holdout", vocabulary, scorer, probes, user_labels,
                                  thresholds.accept))
-    report = evaluate(holdout, vocabulary, policy=policy, thresholds=thresholds,
-                      choosers={RANDOM_BASELINE: RandomStrategyChooser(seed=seed)}, n_bootstrap=n_bootstrap, seed=seed)
-    return LearningResult(probes=probes, policy=policy, report=report, probe_skip_reason=skip)
+    report = evaluate(holdout, vocabulary, policy=policy, thresholds=thresholds, choosers=choosers,
+                      n_bootstrap=n_bootstrap, seed=seed, calibration=calibration)
+    return LearningResult(probes=probes, policy=policy, report=report, probe_skip_reason=skip, calibration=calibration)
