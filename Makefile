@@ -12,7 +12,7 @@ PRETRAINED ?=
 RUN_OPTIONS := $(if $(MODEL),--model $(MODEL)) $(if $(PRETRAINED),--pretrained $(PRETRAINED))
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 
-.PHONY: setup run test bench ui clean
+.PHONY: setup run test bench ui clean evidence
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ bench: setup
 ui: setup
 	$(if $(MODEL),CHARATTR_MODEL=$(MODEL)) $(if $(PRETRAINED),CHARATTR_PRETRAINED=$(PRETRAINED)) \
 		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# docs/fusion-evidence.md: adapt charattr-small to each synthetic sample's tags, then score every
+# source, strategy and the policy on held-out images (EVIDENCE_IMAGES per seed, two seeds).
+EVIDENCE_IMAGES ?= 5000
+EVIDENCE_EPOCHS ?= 8
+evidence: setup
+	$(PY) scripts/fusion_evidence.py --images $(EVIDENCE_IMAGES) --seeds 0 1 --epochs $(EVIDENCE_EPOCHS) \
+		--work /tmp/charattr-evidence --out data/reports/evidence/evidence.md
 
 clean:
 	rm -rf data/warehouse data/dagster_home data/reports data/charattr.db* $(SAMPLE)

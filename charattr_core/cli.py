@@ -290,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="passes over the training images (default 8)")
     p.add_argument("--resolution", type=int, help="image side the model sees (from scratch only)")
     p.add_argument("--batch-size", type=int, help="images per contrastive batch (default 128)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3 from scratch, 1e-5 fine-tuning)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 2e-4 from scratch, 1e-5 fine-tuning)")
     p.add_argument("--max-images", type=int, help="at most this many training images")
     p.add_argument("--seed", type=int, help="initialisation, caption and batch-order seed (default 0)")
     p.add_argument("--vocabulary", help="attribute vocabulary TOML whose prompts write the captions")
