@@ -12,12 +12,12 @@ PRETRAINED ?=
 RUN_OPTIONS := $(if $(MODEL),--model $(MODEL)) $(if $(PRETRAINED),--pretrained $(PRETRAINED))
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 
-.PHONY: setup run test bench ui clean evidence
+.PHONY: setup run test bench ui app clean fuzz evidence
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,app]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -28,6 +28,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest
+
+# The property tests of hostile input with many more examples than `make test` runs (minutes).
+fuzz: setup
+	CHARATTR_HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/test_properties_badinput.py -q
 
 bench: setup
 	$(PY) -m benchmarks
@@ -43,6 +47,10 @@ EVIDENCE_EPOCHS ?= 8
 evidence: setup
 	$(PY) scripts/fusion_evidence.py --images $(EVIDENCE_IMAGES) --seeds 0 1 --epochs $(EVIDENCE_EPOCHS) \
 		--work /tmp/charattr-evidence --out data/reports/evidence/evidence.md
+
+# The web app on http://127.0.0.1:7860 (`charattr app --help`: --host, --port, model options).
+app: setup
+	$(BIN)/charattr app $(RUN_OPTIONS)
 
 clean:
 	rm -rf data/warehouse data/dagster_home data/reports data/charattr.db* $(SAMPLE)

@@ -53,12 +53,14 @@ def breakdown(folder: Path, db_path: Path, pipe, images: int) -> list[dict]:
     from charattr_core.records import FusedAttributes
     from charattr_core.sources import open_source
     from charattr_core.sources.hashing import content_hash
-    from charattr_core.stages import STAGE_FUSED, gc_paused
+    from charattr_core.records import tags_digest
+    from charattr_core.stages import STAGE_FUSED, gc_paused, tags_key
 
     source = open_source(folder)
     items = [item for shard in source.shards() for item in source.read(shard)]
     datas = [item.data for item in items]
     ids = [content_hash(d) for d in datas]
+    keys = [(i, tags_key(tags_digest(item.tags))) for i, item in zip(ids, items)]  # fused rows: image and tags
     version = pipe.fused_version()
     store = pipe.store
 
@@ -72,7 +74,7 @@ def breakdown(folder: Path, db_path: Path, pipe, images: int) -> list[dict]:
             content_hash(data)
 
     def lookup_store() -> None:  # what the pipeline calls: SQL + JSON decoding inside SQLAlchemy
-        for chunk in batched(ids, LOOKUP_BATCH):
+        for chunk in batched(keys, LOOKUP_BATCH):
             store.get_many(STAGE_FUSED, version, chunk)
 
     connection = sqlite3.connect(db_path)

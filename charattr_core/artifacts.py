@@ -6,11 +6,13 @@ either a folder (`dir/<stem>.safetensors` + `dir/<stem>.json`) or one of the two
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from .errors import ConfigError
@@ -41,8 +43,19 @@ def load_artifact(path: str | Path, stem: str, file_format: str, what: str) -> t
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         tensors = load_file(str(tensor_path))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:  # a truncated file is a SafetensorError
         raise ConfigError(f"The {what} at {path} cannot be read ({exc}).") from None
     if not isinstance(meta, dict) or meta.get("format") != file_format:
         raise ConfigError(f"{meta_path} is not a charattr {what} file.")
     return meta, tensors
+
+
+@contextlib.contextmanager
+def malformed_artifact(path: str | Path, what: str):
+    """Inside: a missing field or an array of the wrong shape in a loaded artefact (a partial or
+    edited file) becomes one `ConfigError` sentence instead of a KeyError or ValueError traceback."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"The {what} at {path} is incomplete or malformed ({type(exc).__name__}: {exc}); "
+                          "train it again.") from None

@@ -1,6 +1,6 @@
 """The `charattr` command.
 
-    charattr extract IMAGE [--tags "1girl blonde_hair"]   one image -> JSON
+    charattr extract IMAGE [--tags "1girl blonde_hair"]   one image (tags: --tags, else its sidecar) -> JSON
     charattr batch PATH --out results.parquet|csv|jsonl    a folder / Parquet / tar source -> table
                         [--failures failed.csv]           (+ the images that failed, and why)
     charattr demo-data DIR                                 the bundled synthetic sample
@@ -18,7 +18,9 @@ import argparse
 import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
 import warnings
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -89,7 +91,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     if not Path(args.image).is_file():
         raise ConfigError(f"Image file {args.image} does not exist.")
     with create_pipeline(config_from_args(args)) as pipe:
-        result = pipe.extract_from_image(args.image, tags=args.tags)
+        result = pipe.extract_from_image(args.image, tags=args.tags, require_signal=True)
         out = result.to_flat() if args.flat else result.to_dict(pipe.vocabulary)
         if not args.flat:
             out["evidence"] = {k: list(e.evidence) for k, e in result.attributes.items() if e.evidence}
@@ -102,16 +104,18 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .pipeline import RunSummary, create_pipeline
-    from .writers import FailureWriter, FusedResultWriter, output_format
+    from .outputs import check_outputs
+    from .writers import FailureWriter, FusedResultWriter
 
-    output_format(args.out)
-    if args.failures:
-        output_format(args.failures)
     if not Path(args.path).exists():
         raise ConfigError(f"Source {args.path} does not exist.")
+    config = config_from_args(args)
+    # Before any work: an output that cannot be written, or would overwrite an input, stops here.
+    check_outputs({"--out": args.out, "--failures": args.failures}, inputs=[args.path],
+                  database_url=config.database_url if config.cache_results else None)
     summary = RunSummary(output=str(args.out))
     with contextlib.ExitStack() as stack:
-        pipe = stack.enter_context(create_pipeline(config_from_args(args)))
+        pipe = stack.enter_context(create_pipeline(config))
         writer = stack.enter_context(FusedResultWriter(args.out, pipe.vocabulary))
         failure_log = stack.enter_context(FailureWriter(args.failures)) if args.failures else None
         bar = tqdm(total=args.limit, unit="img", desc="charattr", disable=args.quiet or None, file=sys.stderr)
@@ -147,6 +151,8 @@ def _print_summary(summary, written: int) -> None:
         print(f"  {stage}: {counts.computed} computed, {counts.skipped} from cache, {counts.failed} failed", file=err)
     for reason, n in sorted(summary.failure_reasons.items(), key=lambda kv: -kv[1]):
         print(f"  failed: {n} x {reason}", file=err)
+    for signal, state in summary.signals.items():
+        print(f"  {signal}: {state}", file=err)
     for note in summary.notes:
         print(f"  note: {note}", file=err)
 
@@ -154,6 +160,8 @@ def _print_summary(summary, written: int) -> None:
 def _cmd_demo_data(args: argparse.Namespace) -> int:
     from .synthetic import TagNoise, write_demo_dataset
     out = Path(args.dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file, not a folder; choose a folder for the demo dataset.")
     if out.exists() and any(out.iterdir()) and not args.force:
         if (out / "ground_truth.jsonl").is_file():
             print(f"{out} already holds a demo dataset; use --force to write it again", file=sys.stderr)
@@ -176,6 +184,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if not source.exists():
         raise ConfigError(f"Source {source} does not exist.")
     out_dir = Path(args.out_dir)
+    if args.bootstrap < 1:
+        raise ConfigError(f"--bootstrap must be at least 1 (got {args.bootstrap}); 1000 is the default.")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out-dir {out_dir} is a file, not a folder; choose a folder for the report.")
     summary = RunSummary()
     with create_pipeline(config_from_args(args), use_rl=False) as pipe:
         vocab = pipe.vocabulary
@@ -235,6 +247,22 @@ def _reference_labels(args, source: Path, vocab, load_labels) -> tuple[dict, str
     return {}, "self-supervised: confident tags hidden from the sources (agreement with tags, not ground truth)"
 
 
+def _count(text: str) -> int:
+    """argparse type of --limit: a whole number >= 0 (a negative limit would silently do nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 or more")
+    return value
+
+
+def _terminate(_signum, _frame) -> None:
+    """SIGTERM (a service manager, `kill`) ends a run like Ctrl-C: outputs aborted, cache kept."""
+    raise KeyboardInterrupt
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="charattr", description="Character attributes from anime/manga images: "
                      "Danbooru tags + CLIP + learned fusion.")
@@ -244,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("extract", help="attributes of one image, as JSON")
     p.add_argument("image", help="an image file")
-    p.add_argument("--tags", help='its tags, e.g. "1girl blonde_hair" or "long hair, red eyes"')
+    p.add_argument("--tags", help='its tags, e.g. "1girl blonde_hair" or "long hair, red eyes" '
+                   '(default: its sidecar file, IMAGE.txt or <stem>.txt, as `batch` reads it)')
     p.add_argument("--flat", action="store_true", help="the flat row (with per-attribute confidence) instead")
     _add_pipeline_options(p)
     p.set_defaults(func=_cmd_extract)
@@ -253,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="folder with sidecar .txt tags, Parquet file/folder, or WebDataset tars")
     p.add_argument("--out", required=True, help="results file: .parquet, .csv or .jsonl")
     p.add_argument("--failures", help="also list every image that failed and why: .csv, .jsonl or .parquet")
-    p.add_argument("--limit", type=int, help="stop after this many images")
+    p.add_argument("--limit", type=_count, help="stop after this many images")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_pipeline_options(p)
     p.set_defaults(func=_cmd_batch)
@@ -276,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="the source to evaluate on (a synthetic sample uses its ground truth)")
     p.add_argument("--labels", help="CSV/Parquet of image_id, attribute, value: corrections that serve as labels")
     p.add_argument("--out-dir", default="data/reports/eval", help="where the report, CSV and plot go")
-    p.add_argument("--limit", type=int, help="at most this many images (signals are held in memory)")
+    p.add_argument("--limit", type=_count, help="at most this many images (signals are held in memory)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--seed", type=int, default=0)
     _add_pipeline_options(p)
@@ -318,6 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)
     except CharattrError as exc:

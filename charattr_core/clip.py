@@ -40,21 +40,58 @@ from .clip_version import CLIP_CODE_VERSION, clip_stage_version
 from .clip_zero_shot import ZERO_SHOT_EVIDENCE, zero_shot, zero_shot_version
 from .errors import ConfigError
 from .records import ClipEmbedding, ImageRecord
+from .sources.hashing import content_hash
 
 __all__ = [
     "ALLOW_DOWNLOAD_ENV", "CLIP_CODE_VERSION", "RANDOM_WEIGHTS", "TINY_MODEL", "ClipModel", "OomBackoffEncoder",
     "WeightsSource", "ZERO_SHOT_EVIDENCE", "clip_model_key", "clip_stage_version", "decode_image", "embed_images",
-    "load_clip", "register_model_configs", "resolve_device", "resolve_precision", "resolve_weights", "zero_shot",
-    "zero_shot_version",
+    "load_clip", "register_model_configs", "resolve_device", "resolve_precision", "resolve_weights", "verified_loader",
+    "zero_shot", "zero_shot_version",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFETCH_BATCHES = 2
+FILE_CHANGED = ("The file changed since it was ingested (its bytes no longer hash to this image's id); "
+                "materialize raw_images for its shard again.")
+
+
+class FileChangedError(Exception):
+    """The bytes read now are not the bytes whose hash is the record's image_id."""
+
+
+def verified_loader(load_bytes: Callable[[ImageRecord], bytes]) -> Callable[[ImageRecord], bytes]:
+    """`load_bytes` that re-hashes what it read: for stages that read an image again by its path
+    after `raw_images` hashed it, so that a file changed in between never has its result stored
+    under the id of the bytes that were ingested (the image becomes a failed row instead)."""
+    def load(record: ImageRecord) -> bytes:
+        data = load_bytes(record)
+        if content_hash(data) != record.image_id:
+            raise FileChangedError(FILE_CHANGED)
+        return data
+
+    return load
 
 
 # --------------------------------------------------------------------------------------------
 # decoding and preprocessing (runs in worker threads)
+
+
+# Memory one image may take on its way to the model: its decoded RGBA pixels, a converted copy, and
+# the resize to the model's input, whose short side is scaled up to the input size (a 1 x 80,000,000
+# strip would become billions of pixels). Larger images fail with the reason instead.
+MAX_DECODE_BYTES = 1 << 30
+
+
+def _check_decode_memory(size: tuple[int, int], min_size: tuple[int, int] | None) -> None:
+    width, height = size
+    needed = 2 * 4 * width * height
+    if min_size is not None and min(width, height) > 0:
+        side = min(min_size) / 2  # the model's input side (min_size is twice it)
+        needed += int(3 * side * side * max(width, height) / min(width, height))
+    if needed > MAX_DECODE_BYTES or min(width, height) == 0:
+        raise ValueError(f"a {width}x{height} image needs about {needed / 2**20:,.0f} MiB to prepare for CLIP, over "
+                         f"the limit of {MAX_DECODE_BYTES / 2**20:,.0f} MiB (an extreme size or aspect ratio)")
 
 
 def decode_image(data: bytes, min_size: tuple[int, int] | None = None) -> Image.Image:
@@ -66,6 +103,7 @@ def decode_image(data: bytes, min_size: tuple[int, int] | None = None) -> Image.
     with Image.open(io.BytesIO(data)) as image:
         if min_size is not None:
             image.draft("RGB", min_size)
+        _check_decode_memory(image.size, min_size)
         image.load()
         # Upright as a viewer sees it (and as raw_images reports width/height).
         image = ImageOps.exif_transpose(image)
@@ -82,6 +120,8 @@ def _prepare(record: ImageRecord, *, load_bytes: Callable[[ImageRecord], bytes],
     """One image -> its model input, or the one-sentence reason it has none. Never raises."""
     try:
         data = load_bytes(record)
+    except FileChangedError as exc:
+        return str(exc)
     except Exception as exc:  # noqa: BLE001 - any failure is this image's, not the batch's
         return f"Could not read the image bytes of {record.source_uri} ({describe_exception(exc)})."
     try:

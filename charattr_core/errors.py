@@ -19,3 +19,12 @@ class ModelUnavailableError(CharattrError):
 
 class StoreError(CharattrError):
     """The results database cannot be reached or written."""
+
+
+class ArtifactMismatchError(ConfigError):
+    """A trained artefact (probes, fusion policy) was made for another CLIP model or vocabulary:
+    it is readable, but using it would be wrong, so callers leave it out and say why."""
+
+
+class NoSignalError(CharattrError):
+    """An image has no signal to answer from (no tags, no CLIP): every answer would be `unknown`."""

@@ -116,7 +116,7 @@ def learn_and_evaluate(signal_batches: Sequence[Sequence[Signals]], vocabulary: 
         skip = None if probes else "no attribute had enough confident tags to train a probe"
     policy = train_policy(iter_examples(signal_batches, "policy_train", vocabulary, scorer, probes, user_labels,
                                         thresholds.accept),
-                          vocabulary, previous=previous_policy, thresholds=thresholds)
+                          vocabulary, previous=previous_policy, thresholds=thresholds, model_key=model_key)
     choosers = {RANDOM_BASELINE: RandomStrategyChooser(seed=seed)}
     calibration = None
     if calibrate:  # confidences mapped to probabilities on images no other stage learned from

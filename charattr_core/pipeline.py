@@ -25,7 +25,7 @@ from PIL import Image
 
 from .batching import batched
 from .config import PipelineConfig
-from .errors import ConfigError, ModelUnavailableError
+from .errors import ConfigError, ModelUnavailableError, NoSignalError
 from .records import FusedAttributes, ImageRecord, SourceItem, TagParse, tags_digest
 from .schema import load_vocabulary
 from .sources import open_source
@@ -51,6 +51,7 @@ class RunSummary:
         STAGE_TAGS: StageCounts(), STAGE_CLIP: StageCounts(), STAGE_FUSED: StageCounts()})
     notes: list[str] = field(default_factory=list)
     output: str | None = None
+    signals: dict[str, str] = field(default_factory=dict)  # tags/clip/probes/policy -> used, or why not
 
     def record_failure(self, record: ImageRecord) -> None:
         self.failed += 1
@@ -60,7 +61,7 @@ class RunSummary:
     def to_dict(self) -> dict[str, Any]:
         return {"images": self.images, "failed": self.failed, "failure_reasons": self.failure_reasons,
                 "stages": {k: v.to_dict() for k, v in self.stages.items()}, "notes": self.notes,
-                "output": self.output}
+                "output": self.output, "signals": self.signals}
 
 
 class Pipeline:
@@ -74,33 +75,66 @@ class Pipeline:
         self.parser = TagParser(self.vocabulary)
         self.thresholds = Thresholds(accept=config.confidence_threshold, low=config.low_confidence_threshold)
         self.store = self._open_store() if config.cache_results else None
-        self.policy = self._load_policy()
         self._clip = clip_model
         self._clip_key: str | None = clip_model.model_key if clip_model is not None else None
-        self._probes = None
+        self._artefacts_for: tuple | None = None  # (model key, probes, policy, SignalsUsed)
+        self._check_artefact_paths()
         self.clip_unavailable: str | None = None if config.use_clip else "CLIP disabled by configuration"
         self._text_embeddings = None
 
     # -- construction helpers --------------------------------------------------------------
     def _open_store(self):
-        from .store import ResultStore
-        if self.config.database_url.startswith("sqlite:///"):
-            Path(self.config.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        from .store import ResultStore  # it creates a SQLite file's folder (after expanding ~), or says why not
         return ResultStore(self.config.database_url)
+
+    def _check_artefact_paths(self) -> None:
+        """A probes or policy path that names nothing stops the run now, with one sentence (whether
+        the artefact fits this run's model is decided later, once the model key is known)."""
+        from .artifacts import artifact_paths
+
+        for path, stem, what in ((self.config.probes_path, "probes", "attribute probes"),
+                                 (self.config.policy_path if self.config.use_rl else None, "policy", "fusion policy")):
+            if path and not all(p.is_file() for p in artifact_paths(path, stem)):
+                tensors, meta = artifact_paths(path, stem)
+                raise ConfigError(f"No {what} at {path} (expected {meta.name} and {tensors.name}).")
 
     @property
     def probes(self):
-        """Trained probes, if configured; they are tied to the CLIP model that made their inputs."""
-        if self._probes is None and self.config.probes_path and self.clip_model_key is not None:
-            from .probes import AttributeProbes
-            self._probes = AttributeProbes.load(self.config.probes_path, self.vocabulary, self.clip_model_key)
-        return self._probes
+        """Trained probes, if configured and made for this run's CLIP model and vocabulary."""
+        return self._artefacts()[0]
 
-    def _load_policy(self):
-        if not (self.config.use_rl and self.config.policy_path):
-            return None
-        from .policy import FusionPolicy
-        return FusionPolicy.load(self.config.policy_path, self.vocabulary)
+    @property
+    def policy(self):
+        """The learned fusion policy, if configured, switched on and made for this run's CLIP model."""
+        return self._artefacts()[1]
+
+    def _artefacts(self):
+        """(probes, policy, SignalsUsed) for the CLIP model in use now (it may turn out unavailable
+        mid-run, and what was valid for it is then not)."""
+        from .artifact_use import SignalsUsed, usable_policy, usable_probes
+
+        key = self.clip_model_key
+        if self._artefacts_for is None or self._artefacts_for[0] != key:
+            signals = SignalsUsed(clip_model=key, strategy=self.config.fusion_strategy)
+            if key is None:
+                signals.missing["clip"] = self.clip_unavailable or "CLIP unavailable"
+            probes = policy = None
+            if self.config.probes_path:
+                probes, why = usable_probes(self.config.probes_path, self.vocabulary, key)
+                signals.probes = probes.probes_version if probes is not None else None
+                if why:
+                    signals.refuse("probes", why)
+            if self.config.use_rl and self.config.policy_path:
+                policy, why = usable_policy(self.config.policy_path, self.vocabulary, key)
+                signals.policy = policy.version if policy is not None else None
+                if why:
+                    signals.refuse("policy", why)
+            self._artefacts_for = (key, probes, policy, signals)
+        return self._artefacts_for[1:]
+
+    def signals_used(self):
+        """`SignalsUsed`: which signals this run fuses, and why one is missing."""
+        return self._artefacts()[2]
 
     @property
     def clip(self):
@@ -189,6 +223,7 @@ class Pipeline:
             except _VersionsChanged:
                 records.clear()
         summary.stages[STAGE_FUSED] += counts
+        summary.signals = self.signals_used().describe()
         fused_by_uri = {item.uri: f for (_id, item), f in zip(keyed, fused)}
         out = []
         for item in items:
@@ -209,30 +244,37 @@ class Pipeline:
     def _fuse_records(self, batch: list[ImageRecord], data_by_uri: Mapping[str, bytes], versions: dict[str, str],
                       summary: RunSummary) -> list[FusedAttributes]:
         """Tag parses and embeddings (each through its own cache), then fusion."""
-        parses, embeddings = self._signals(batch, data_by_uri, versions, summary)
-        notes = (f"clip unavailable: {self.clip_unavailable}",) if self.clip_unavailable else ()
+        clip_errors: dict[str, tuple[str, ...]] = {}
+        parses, embeddings = self._signals(batch, data_by_uri, versions, summary, clip_errors)
+        notes = ((f"clip unavailable: {self.clip_unavailable}",) if self.clip_unavailable else ()) \
+            + self.signals_used().notes()
         return fuse_batch(batch, parses, embeddings, vocabulary=self.vocabulary,
                           zero_shot_scorer=self._zero_shot(), probes=self.probes, policy=self.policy,
                           strategy=self.config.fusion_strategy, thresholds=self.thresholds,
-                          versions=versions, notes=notes)
+                          versions=versions, notes=notes, image_notes=clip_errors)
 
     def _signals(self, batch: list[ImageRecord], data_by_uri: Mapping[str, bytes], versions: dict[str, str],
-                 summary: RunSummary) -> tuple[dict[str, TagParse], dict[str, np.ndarray]]:
-        """The per-image stages of a batch of ok records: tag parses and embeddings by image_id."""
+                 summary: RunSummary, clip_errors: dict[str, tuple[str, ...]] | None = None
+                 ) -> tuple[dict[str, TagParse], dict[str, np.ndarray]]:
+        """The per-image stages of a batch of ok records: tag parses and embeddings by image_id
+        (and, into `clip_errors`, why an image has no embedding)."""
         parses, tag_counts = run_cached(batch, lambda r: r.image_id, lambda rs: parse_tags(rs, self.parser),
                                         TAG_PARSE_CODEC, self.store, STAGE_TAGS, versions[STAGE_TAGS],
                                         tags_digest=lambda r: r.tags_digest)
         summary.stages[STAGE_TAGS] += tag_counts
         embeddings: dict[str, np.ndarray] = {}
         if self.clip is not None and batch:
-            from .clip import embed_images
+            from .clip import embed_images, verified_loader
+            # verified: bytes found by uri must be the ones the record's id was hashed from
             embs, clip_counts = run_cached(
                 batch, lambda r: r.image_id,
-                lambda rs: embed_images(rs, self.clip, lambda r: data_by_uri[r.source_uri],
+                lambda rs: embed_images(rs, self.clip, verified_loader(lambda r: data_by_uri[r.source_uri]),
                                         batch_size=self.config.batch_size, num_workers=self.config.num_workers),
                 EMBEDDING_CODEC, self.store, STAGE_CLIP, versions[STAGE_CLIP])
             summary.stages[STAGE_CLIP] += clip_counts
             embeddings = {e.image_id: e.embedding for e in embs if e.embedding is not None}
+            if clip_errors is not None:
+                clip_errors.update((e.image_id, (f"clip failed: {e.error}",)) for e in embs if e.embedding is None)
         return {r.source_uri: p for r, p in zip(batch, parses)}, embeddings
 
     def iter_signals(self, path: str | Path, limit: int | None = None, summary: RunSummary | None = None,
@@ -273,24 +315,36 @@ class Pipeline:
         """The seed's API: fused results for the images under `path` (failed images left out)."""
         return [f for _r, f in self.iter_results(path, limit=limit) if f is not None]
 
-    def extract_from_image(self, image: Image.Image | str | Path | bytes, tags: str | list[str] | None = None
-                           ) -> FusedAttributes:
-        """Attributes of one image (a PIL image, a path, or encoded bytes) with optional tags."""
+    def extract_from_image(self, image: Image.Image | str | Path | bytes, tags: str | list[str] | None = None,
+                           *, require_signal: bool = False) -> FusedAttributes:
+        """Attributes of one image (a PIL image, a path, or encoded bytes) with optional tags.
+
+        A path without `tags` uses the image's sidecar tags file, by the rules of the folder
+        reader (`charattr batch`). With `require_signal`, an image with no tags while CLIP is not
+        used raises `NoSignalError` instead of answering `unknown` for every attribute."""
         if isinstance(image, Image.Image):
             buf = io.BytesIO()
             image.save(buf, format="PNG")
-            data, uri = buf.getvalue(), "memory://image"
+            item = SourceItem(uri="memory://image", shard="adhoc", data=buf.getvalue())
         elif isinstance(image, (bytes, bytearray)):
-            data, uri = bytes(image), "memory://image"
+            item = SourceItem(uri="memory://image", shard="adhoc", data=bytes(image))
         else:
             p = Path(image)
             if not p.is_file():
                 raise ConfigError(f"Image file {p} does not exist.")
-            data, uri = p.read_bytes(), str(p.resolve())
-        tag_text = ", ".join(tags) if isinstance(tags, (list, tuple)) else tags
-        record, fused = self.process_items([SourceItem(uri=uri, shard="adhoc", data=data, tags=tag_text)])[0]
+            if tags is None:
+                from .sources.single import read_image_file
+                item = read_image_file(p)
+            else:
+                item = SourceItem(uri=str(p.resolve()), shard="adhoc", data=p.read_bytes())
+        if tags is not None:
+            item.tags = ", ".join(tags) if isinstance(tags, (list, tuple)) else tags
+        if require_signal and item.error is None and not (item.tags or "").strip() and self.clip_model_key is None:
+            raise NoSignalError(f"No signal for {item.uri}: it has no tags (none given, and no sidecar tags file) "
+                                f"and CLIP is not used ({self.clip_unavailable}), so every attribute would be unknown.")
+        record, fused = self.process_items([item])[0]
         if fused is None:
-            raise ConfigError(f"Image {uri} cannot be processed: {record.error}.")
+            raise ConfigError(f"Image {item.uri} cannot be processed: {record.error}.")
         return fused
 
     def close(self) -> None:

@@ -25,7 +25,15 @@ pays most". The method:
 
 Versioning: the content hash of the statistics identifies a trained state; `save()` bumps a
 generation counter when the state changed and records the parent hash, so the asset's lineage is
-a chain of hashes. Files: `policy.safetensors` (statistics) + `policy.json` (everything else);
+a chain of hashes. `fingerprint` covers everything that decides the policy's choices (the
+statistics and every setting: default strategy, exploration, ridge, actions, thresholds, the CLIP
+model it was trained for); it is what keys the fused rows made with the policy.
+
+Validity: a policy learns from contexts that the CLIP model of its training run produced (the
+clip and probe confidences), so it records that model's key (`model_key`, None for a run without
+CLIP) and `unusable_reason(model_key)` refuses it for any other model.
+
+Files: `policy.safetensors` (statistics) + `policy.json` (everything else);
 no pickle. Rewards are computed with the policy's own thresholds (stored in the JSON); fusing
 with other thresholds still works, but the policy's choices were learned for its own.
 
@@ -47,9 +55,9 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .artifacts import load_artifact, save_artifact
+from .artifacts import load_artifact, malformed_artifact, save_artifact
 from .config import ALL_STRATEGIES
-from .errors import ConfigError
+from .errors import ArtifactMismatchError, ConfigError
 from .evaluation import EvalExample, answer_score
 from .fusion import Channels, FusionContext, Thresholds, check_strategy, fuse_channels
 from .records import AttributeEstimate
@@ -57,6 +65,8 @@ from .schema import Attribute, Vocabulary
 
 POLICY_CODE_VERSION = "1"
 POLICY_FORMAT = "charattr-fusion-policy"
+# The model of a policy saved before policies recorded it: matches no model, so it is never applied.
+UNRECORDED_MODEL = "unrecorded (saved by an older charattr)"
 FEATURES = (
     "bias", "tags_confidence", "clip_confidence", "probe_confidence",
     "tags_present", "clip_present", "probe_present", "tags_visual_agree", "clip_probe_agree",
@@ -98,11 +108,12 @@ class FusionPolicy:
 
     def __init__(self, vocabulary: Vocabulary, thresholds: Thresholds = Thresholds(), ridge: float = 1.0,
                  exploration: float = 0.0, default_strategy: str = "confidence_weighted",
-                 actions: Sequence[str] = ALL_STRATEGIES) -> None:
+                 actions: Sequence[str] = ALL_STRATEGIES, model_key: str | None = None) -> None:
         if ridge <= 0 or exploration < 0:
             raise ConfigError("The policy's ridge must be positive and its exploration bonus non-negative.")
         self.vocabulary = vocabulary
         self.thresholds = thresholds
+        self.model_key = model_key  # the CLIP model whose embeddings made the training contexts
         self.ridge = float(ridge)
         self.exploration = float(exploration)
         self.actions = tuple(check_strategy(a) for a in actions)
@@ -199,6 +210,29 @@ class FusionPolicy:
         """`<generation>-<hash12>`: changes whenever the statistics change."""
         return f"{self.generation}-{self.content_hash()[:12]}"
 
+    def settings(self) -> dict:
+        """Every setting that decides the policy's choices besides its statistics."""
+        return {"code_version": POLICY_CODE_VERSION, "features": list(FEATURES), "actions": list(self.actions),
+                "default_strategy": self.default_strategy, "ridge": self.ridge, "exploration": self.exploration,
+                "thresholds": {"accept": self.thresholds.accept, "low": self.thresholds.low},
+                "vocabulary_fingerprint": self.vocabulary.fingerprint, "model_key": self.model_key}
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the statistics and every setting: two policies that may choose differently
+        never share it (the generation counter is left out: it names history, not behaviour)."""
+        text = json.dumps({"statistics": self.content_hash(), **self.settings()}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def unusable_reason(self, model_key: str | None) -> str | None:
+        """Why this policy must not fuse signals of CLIP model `model_key` (None: CLIP not used), or
+        None when it may: its context features were learnt from its own model's embeddings."""
+        if self.model_key == model_key:
+            return None
+        trained = f"CLIP model {self.model_key}" if self.model_key else "a run without CLIP"
+        now = f"CLIP model {model_key}" if model_key else "no CLIP"
+        return f"the fusion policy was trained for {trained}, and this run uses {now}; retrain it"
+
     def save(self, path: str | Path) -> Path:
         """Write `policy.safetensors` + `policy.json` (a new generation when the state changed)."""
         digest = self.content_hash()
@@ -215,23 +249,30 @@ class FusionPolicy:
                 "content_hash": digest, "parent_hash": self.parent_hash,
                 "vocabulary_fingerprint": self.vocabulary.fingerprint, "features": list(FEATURES),
                 "actions": list(self.actions), "default_strategy": self.default_strategy, "ridge": self.ridge,
-                "exploration": self.exploration,
+                "exploration": self.exploration, "model_key": self.model_key,
                 "thresholds": {"accept": self.thresholds.accept, "low": self.thresholds.low},
                 "training_counts": self.training_counts()}
         return save_artifact(path, "policy", tensors, meta)
 
     @classmethod
     def load(cls, path: str | Path, vocabulary: Vocabulary) -> "FusionPolicy":
+        """Read a saved fusion policy; any flaw in the files is one ConfigError sentence (see `_load`)."""
+        with malformed_artifact(path, "fusion policy"):
+            return cls._load(path, vocabulary)
+
+    @classmethod
+    def _load(cls, path: str | Path, vocabulary: Vocabulary) -> "FusionPolicy":
         """Read a saved policy; refuses one trained for another vocabulary or feature set."""
         meta, tensors = load_artifact(path, "policy", POLICY_FORMAT, "fusion policy")
         if meta.get("vocabulary_fingerprint") != vocabulary.fingerprint:
-            raise ConfigError(f"The fusion policy at {path} was trained for vocabulary {meta.get('vocabulary_fingerprint')}, "
+            raise ArtifactMismatchError(f"The fusion policy at {path} was trained for vocabulary {meta.get('vocabulary_fingerprint')}, "
                               f"not the current {vocabulary.fingerprint}; retrain it.")
         if tuple(meta.get("features", ())) != FEATURES:
             raise ConfigError(f"The fusion policy at {path} uses other context features than this charattr version; retrain it.")
         th = meta.get("thresholds", {})
         policy = cls(vocabulary, Thresholds(th.get("accept", 0.8), th.get("low", 0.3)), meta["ridge"],
-                     meta.get("exploration", 0.0), meta["default_strategy"], meta["actions"])
+                     meta.get("exploration", 0.0), meta["default_strategy"], meta["actions"],
+                     model_key=meta.get("model_key", UNRECORDED_MODEL))
         for key in policy.gram:
             if f"{key}.gram" in tensors:
                 policy.gram[key] = tensors[f"{key}.gram"].astype(np.float64)

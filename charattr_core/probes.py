@@ -47,8 +47,8 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .artifacts import load_artifact, save_artifact
-from .errors import ConfigError
+from .artifacts import load_artifact, malformed_artifact, save_artifact
+from .errors import ArtifactMismatchError, ConfigError
 from .evaluation import answer_score, expected_calibration_error
 from .fusion import MULTI_VALUE_THRESHOLD, clean_estimate
 from .records import AttributeEstimate, ClipEmbedding, TagParse
@@ -195,7 +195,7 @@ class AttributeProbes:
         h.update(f"{self.model_key}|{self.vocabulary_fingerprint}|{self.embedding_dim}".encode())
         for key in sorted(self.heads):
             head = self.heads[key]
-            h.update(f"{key}|{head.values}|{head.temperature!r}".encode())
+            h.update(f"{key}|{head.multi}|{head.values}|{head.temperature!r}".encode())
             h.update(np.ascontiguousarray(head.weight, dtype=np.float32).tobytes())
             h.update(np.ascontiguousarray(head.bias, dtype=np.float32).tobytes())
         return h.hexdigest()
@@ -222,13 +222,19 @@ class AttributeProbes:
 
     @classmethod
     def load(cls, path: str | Path, vocabulary: Vocabulary, model_key: str) -> "AttributeProbes":
+        """Read a saved attribute probes; any flaw in the files is one ConfigError sentence (see `_load`)."""
+        with malformed_artifact(path, "attribute probes"):
+            return cls._load(path, vocabulary, model_key)
+
+    @classmethod
+    def _load(cls, path: str | Path, vocabulary: Vocabulary, model_key: str) -> "AttributeProbes":
         """Read saved probes; refuses probes of another CLIP model or vocabulary (ConfigError)."""
         meta, tensors = load_artifact(path, "probes", PROBES_FORMAT, "attribute probes")
         if meta.get("model_key") != model_key:
-            raise ConfigError(f"The attribute probes at {path} were trained on {meta.get('model_key')} embeddings, "
+            raise ArtifactMismatchError(f"The attribute probes at {path} were trained on {meta.get('model_key')} embeddings, "
                               f"not {model_key}; retrain them or use the matching CLIP model.")
         if meta.get("vocabulary_fingerprint") != vocabulary.fingerprint:
-            raise ConfigError(f"The attribute probes at {path} were trained for vocabulary {meta.get('vocabulary_fingerprint')}, "
+            raise ArtifactMismatchError(f"The attribute probes at {path} were trained for vocabulary {meta.get('vocabulary_fingerprint')}, "
                               f"not the current {vocabulary.fingerprint}; retrain them.")
         heads = {}
         for key, spec in meta["attributes"].items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Mapping
+from urllib.parse import quote, unquote
 
 import numpy as np
 import xxhash
@@ -28,6 +29,42 @@ class SourceItem:
     data: bytes | None
     tags: str | None = None
     error: str | None = None  # set when the bytes or the sidecar could not be read
+
+    def __post_init__(self) -> None:
+        # A file name that is not UTF-8 (`caf\xe9.png`) reaches Python as a surrogate escape, which
+        # no database, CSV or JSON writer accepts: the uri is made text (see `text_uri`), the
+        # error readable.
+        self.uri = text_uri(self.uri)
+        if self.error is not None:
+            self.error = printable_text(self.error)
+
+
+FILE_URI = "file://"
+
+
+def text_uri(uri: str) -> str:
+    """`uri` unchanged when it is valid text; else (a non-UTF-8 file name) a `file://` uri with
+    the raw bytes percent-encoded. Plain uris are absolute paths (they start with "/") or name a
+    memory image, so the two kinds never collide; `raw_uri` inverts it."""
+    try:
+        uri.encode("utf-8")
+        return uri
+    except UnicodeEncodeError:
+        return FILE_URI + quote(uri.encode("utf-8", "surrogateescape"), safe="/#=+-_.~:@!$&'()*,;")
+
+
+def raw_uri(uri: str) -> str:
+    """The uri a reader made (with surrogate escapes) from what `text_uri` gave."""
+    return unquote(uri[len(FILE_URI):], errors="surrogateescape") if uri.startswith(FILE_URI) else uri
+
+
+def printable_text(text: str) -> str:
+    """`text` with surrogate escapes shown as `\\xe9`, so that it can be written anywhere."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def tags_digest(raw_tags: str | None) -> str | None:

@@ -126,6 +126,22 @@ def _str_list(raw: object, where: str) -> tuple[str, ...]:
     return tuple(raw)
 
 
+# Columns of the output table that are not attributes; an attribute named like one of them, or
+# like another attribute's confidence column, would overwrite it.
+RESERVED_COLUMNS = frozenset({"image_id", "source_uri", "confidence", "strategy", "attribute_strategies", "evidence",
+                              "versions", "notes"})
+CONFIDENCE_SUFFIX = "_confidence"
+
+
+def _check_attribute_key(key: str, attributes: dict, source: str) -> None:
+    if key in RESERVED_COLUMNS:
+        raise ConfigError(f"Vocabulary attribute {key!r} in {source} is named like the output column {key!r}; "
+                          f"rename it (reserved names: {', '.join(sorted(RESERVED_COLUMNS))}).")
+    if key.endswith(CONFIDENCE_SUFFIX) and key[: -len(CONFIDENCE_SUFFIX)] in attributes:
+        raise ConfigError(f"Vocabulary attribute {key!r} in {source} is named like the confidence column of the "
+                          f"attribute {key[: -len(CONFIDENCE_SUFFIX)]!r}; rename it.")
+
+
 def _parse(data: dict, source: str) -> Vocabulary:
     raw_attrs = data.get("attributes")
     if not isinstance(raw_attrs, dict) or not raw_attrs:
@@ -134,10 +150,14 @@ def _parse(data: dict, source: str) -> Vocabulary:
     tag_index: dict[str, list[TagHit]] = {}
     modifier_index: dict[str, str] = {}
     for key, spec in raw_attrs.items():
+        _check_attribute_key(key, raw_attrs, source)
         if not isinstance(spec, dict) or not isinstance(spec.get("values"), dict) or not spec["values"]:
             raise ConfigError(f"Vocabulary attribute {key!r} in {source} needs a [attributes.{key}.values.*] table.")
         values = []
         for name, vspec in spec["values"].items():
+            if not isinstance(vspec, dict):
+                raise ConfigError(f"Vocabulary value attributes.{key}.values.{name} in {source} must be a table "
+                                  f"with tags and prompts, not {type(vspec).__name__} {vspec!r}.")
             if name == UNKNOWN:
                 raise ConfigError(f"Vocabulary attribute {key!r} lists {UNKNOWN!r}, which is always allowed and must not be listed.")
             where = f"attributes.{key}.values.{name}"
@@ -166,10 +186,20 @@ def _parse(data: dict, source: str) -> Vocabulary:
                       mixed_value=_mixed_value(spec, key, values, source))
         )
     prompts = data.get("prompts", {})
+    if not isinstance(prompts, dict):
+        raise ConfigError(f"Vocabulary entry prompts in {source} must be a table.")
     templates = _str_list(prompts.get("templates"), "prompts.templates") or ("{}",)
-    if not all("{}" in t for t in templates):
-        raise ConfigError(f"Every prompt template in {source} must contain '{{}}'.")
+    for template in templates:
+        try:
+            ok = "{}" in template and template.format("x") is not None
+        except (KeyError, IndexError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"Prompt template {template!r} in {source} must contain '{{}}' (where the value's prompt "
+                              "goes) and no other {...} field.")
     context = data.get("context", {})
+    if not isinstance(context, dict) or not isinstance(context.get("aliases", {}), dict):
+        raise ConfigError(f"Vocabulary entry context in {source} must be a table, its aliases a table of strings.")
     # The fingerprint covers meaning, not formatting: reordering keys or comments keeps it.
     fingerprint = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
     return Vocabulary(

@@ -1,6 +1,7 @@
 """Cache-aware stage runners, shared by the in-process pipeline and the Dagster assets.
 
-Every stage result is keyed by `(image_id, stage, stage_version)` in the results store. A
+Every stage result is keyed by `(image_id, stage, stage_version)` in the results store, plus the
+tags' digest for the stages whose answer depends on the tags (tag parses, fused rows). A
 runner takes one batch, looks up the whole batch in one query, computes only the misses, writes
 them back in one transaction and returns all results in input order with counts. With no store
 (caching off) it simply computes.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Callable, Generic, Iterable, Iterator, Mapping, Sequence, TypeVar
@@ -19,13 +21,15 @@ import numpy as np
 
 from .records import ClipEmbedding, ImageRecord, TagParse
 
+log = logging.getLogger(__name__)
+
 In = TypeVar("In")
 Out = TypeVar("Out")
 
 STAGE_TAGS = "tag_parses"
 STAGE_CLIP = "clip_embeddings"
 STAGE_FUSED = "fused_attributes"
-FUSED_CODE_VERSION = "fused-1"  # bump when fusion's output changes for the same inputs
+FUSED_CODE_VERSION = "fused-2"  # bump when fusion's output (or its cache key's meaning) changes
 
 
 @dataclass
@@ -86,7 +90,12 @@ def gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
-TAGS_DIGEST_FIELD = "tags_digest"  # in the payload of results that depend on the tags
+NO_TAGS = "-"  # the tags key of an item without tags (an empty key means "does not depend on tags")
+
+
+def tags_key(digest: str | None) -> str:
+    """The tags part of a cache key: the tags' digest, or `NO_TAGS`."""
+    return digest or NO_TAGS
 
 
 def run_cached(
@@ -102,16 +111,22 @@ def run_cached(
     """Results for `items` in order: cached ones decoded, the rest computed and stored.
 
     `compute` must yield exactly one result per input, in order. Duplicate inputs in a batch
-    (the same bytes twice) are computed once. With `tags_digest`, the result depends on the
-    item's tags too: the digest is stored beside it and a cached result made from other tags is
-    a miss (recomputed and replaced), so the cache keeps one row per `(image_id, stage, version)`.
+    (the same key twice) are computed once. With `tags_digest`, the result depends on the item's
+    tags too and is keyed by `(image_id, tags digest)`: the same bytes under other tags are
+    another result, and both are kept and reused.
     """
     counts = StageCounts()
-    keys = [(image_id(x), tags_digest(x) if tags_digest else None) for x in items]
+    keys: list = [(image_id(x), tags_key(tags_digest(x))) if tags_digest else image_id(x) for x in items]
     with gc_paused():  # one lookup for the batch; see gc_paused for why the collector waits
-        cached = store.get_many(stage, stage_version, [i for i, _d in keys]) if store is not None else {}
-        results: dict[tuple[str, str | None], Out] = {
-            (i, c.payload.get(TAGS_DIGEST_FIELD)): codec.decode(i, c.payload, c.blob) for i, c in cached.items()}
+        cached = store.get_many(stage, stage_version, keys) if store is not None else {}
+        results: dict = {}
+        for k, c in cached.items():
+            image = k[0] if isinstance(k, tuple) else k
+            try:
+                results[k] = codec.decode(image, c.payload, c.blob)
+            except Exception as exc:  # noqa: BLE001 - a malformed cached row is a miss, recomputed
+                log.warning("ignoring a malformed cached %s result for image %s (%s: %s); recomputing it",
+                            stage, image, type(exc).__name__, exc)
         del cached
     counts.skipped = sum(1 for k in keys if k in results)
     todo, todo_keys, seen = [], [], set(results)
@@ -120,7 +135,7 @@ def run_cached(
             seen.add(key)
             todo.append(item)
             todo_keys.append(key)
-    fresh: list[tuple[str, dict, bytes | None]] = []
+    fresh: list[tuple[object, dict, bytes | None]] = []
     computed = compute(todo) if todo else ()  # an all-cached batch never calls (or loads) the stage
     for key, result in zip(todo_keys, computed, strict=True):
         results[key] = result
@@ -129,9 +144,7 @@ def run_cached(
         else:
             counts.computed += 1
             payload, blob = codec.encode(result)
-            if key[1] is not None:
-                payload = {**payload, TAGS_DIGEST_FIELD: key[1]}
-            fresh.append((key[0], payload, blob))
+            fresh.append((key, payload, blob))
     if store is not None and fresh:
         store.put_many(stage, stage_version, fresh)
     return [results[k] for k in keys], counts
@@ -168,17 +181,26 @@ def ok_records(records: Iterable[ImageRecord]) -> list[ImageRecord]:
 def fused_versions(vocabulary, clip_model_key: str | None, probes, policy, strategy: str,
                    thresholds) -> dict[str, str]:
     """Everything a fused row depends on, by name. The in-process pipeline and the Dagster asset
-    both call this, so they share cache entries; the fused rows carry it as their `versions`."""
+    both call this, so they share cache entries; the fused rows carry it as their `versions`.
+
+    Covered: the code of fusion, the vocabulary, the tag parser, the CLIP model and its zero-shot
+    rules, the probes (their weights and settings), the fixed strategy, the thresholds and, with
+    a policy, the policy's `fingerprint` (its statistics and every one of its settings)."""
     from .clip_version import clip_stage_version
+    from .clip_zero_shot import zero_shot_version
+    from .fusion import FUSION_CODE_VERSION
     from .tags import tags_stage_version
 
-    versions = {"vocabulary": vocabulary.fingerprint, STAGE_TAGS: tags_stage_version(vocabulary)}
+    versions = {"vocabulary": vocabulary.fingerprint, STAGE_TAGS: tags_stage_version(vocabulary),
+                "fusion_code": FUSION_CODE_VERSION, "strategy": strategy,
+                "thresholds": f"{thresholds.accept!r}/{thresholds.low!r}"}
     if clip_model_key is not None:
         versions[STAGE_CLIP] = clip_stage_version(clip_model_key)
+        versions["zero_shot"] = zero_shot_version(clip_model_key, vocabulary)
     if probes is not None:
         versions["attribute_probes"] = probes.probes_version
-    versions["fusion"] = policy.version if policy is not None else strategy
-    versions["thresholds"] = f"{thresholds.accept}/{thresholds.low}"
+    if policy is not None:
+        versions["fusion_policy"] = f"{policy.version}+{policy.fingerprint}"
     return versions
 
 
@@ -186,6 +208,12 @@ def fused_stage_version(versions: Mapping[str, str]) -> str:
     """The cache key (stage_version) of fused rows made under `versions`."""
     digest = hashlib.sha256(repr(sorted(versions.items())).encode()).hexdigest()[:12]
     return f"{FUSED_CODE_VERSION}+{digest}"
+
+
+def fused_settings_version(vocabulary, clip_model_key: str | None, strategy: str, thresholds) -> str:
+    """What of the fused key is known from the settings alone (no trained artefact): the Dagster
+    code version of `fused_attributes` uses it, so changing any of these marks the asset stale."""
+    return fused_stage_version(fused_versions(vocabulary, clip_model_key, None, None, strategy, thresholds))
 
 
 def fuse_batch(
@@ -201,6 +229,7 @@ def fuse_batch(
     thresholds,
     versions: dict[str, str],
     notes: tuple[str, ...] = (),
+    image_notes: Mapping[str, tuple[str, ...]] | None = None,
 ) -> list:
     """Fuse the signals of one batch of ok images into `FusedAttributes`, in input order.
 
@@ -208,6 +237,7 @@ def fuse_batch(
     `embeddings` its image_id to that stage's result; an image missing from either simply lacks
     that source. Zero-shot scores and probe predictions are computed here,
     vectorised over the batch, from the embeddings (no second trip through the image encoder).
+    `image_notes` adds notes to single images (why CLIP failed for this one).
     """
     from .fusion import FusionContext, fuse  # local: keeps this module importable on its own
     from .learning import visual_estimates
@@ -226,5 +256,5 @@ def fuse_batch(
         context = FusionContext.from_records(parse, r)
         fused.append(fuse(r.image_id, sources, vocabulary, strategy=strategy, thresholds=thresholds,
                           context=context, policy=policy, versions=versions, source_uri=r.source_uri,
-                          notes=notes))
+                          notes=notes + (image_notes or {}).get(r.image_id, ())))
     return fused

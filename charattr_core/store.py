@@ -3,10 +3,12 @@
 SQLite by default (one file, good for a laptop and for several local processes), PostgreSQL by
 URL (a GPU box or a cluster). Both speak the same SQLAlchemy Core schema:
 
-- `stage_results`: the cache. One row per `(image_id, stage, stage_version)` with a JSON payload
-  and an optional binary blob (e.g. a float16 embedding). A re-run asks `existing_ids()` and
-  skips what is there.
-- `fused_attributes`: the product users query. One row per `(image_id, stage_version)`.
+- `stage_results`: the cache. One row per `(image_id, stage, stage_version, tags_digest)` with a
+  JSON payload and an optional binary blob (e.g. a float16 embedding). `tags_digest` is "" for
+  stages that do not read the tags; for those that do (tag parses, fused rows) the same bytes
+  under other tags are another row. Keys are an image_id, or an `(image_id, tags_digest)` pair.
+- `fused_attributes`: the product users query. One row per `(image_id, tags_digest, stage_version)`:
+  the same picture posted with other tags is another answer, and both rows are kept.
 - `schema_version`: one row per applied schema version, so later releases can migrate.
 
 Guarantees:
@@ -59,7 +61,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: tags_digest in the keys of both tables
 LOOKUP_CHUNK = 500  # ids per IN (...) query: well under SQLite's bound-variable limit (999 on old builds)
 WRITE_CHUNK = 500  # rows per executemany inside one put transaction
 SQLITE_BUSY_TIMEOUT_S = 30.0  # how long SQLite itself waits for another writer's lock
@@ -93,22 +95,24 @@ stage_results = sa.Table(
     sa.Column("image_id", sa.Text, nullable=False),
     sa.Column("stage", sa.Text, nullable=False),
     sa.Column("stage_version", sa.Text, nullable=False),
+    sa.Column("tags_digest", sa.Text, nullable=False, server_default=""),
     sa.Column("payload", sa.JSON, nullable=False),
     sa.Column("blob", sa.LargeBinary, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint("image_id", "stage", "stage_version", name="pk_stage_results"),
+    sa.PrimaryKeyConstraint("image_id", "stage", "stage_version", "tags_digest", name="pk_stage_results"),
 )
 
 fused_attributes = sa.Table(
     "fused_attributes", metadata,
     sa.Column("image_id", sa.Text, nullable=False),
     sa.Column("stage_version", sa.Text, nullable=False),
+    sa.Column("tags_digest", sa.Text, nullable=False, server_default=""),
     sa.Column("source_uri", sa.Text, nullable=True),
     sa.Column("confidence", sa.Float, nullable=False),
     sa.Column("strategy", sa.Text, nullable=False),
     sa.Column("payload", sa.JSON, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint("image_id", "stage_version", name="pk_fused_attributes"),
+    sa.PrimaryKeyConstraint("image_id", "stage_version", "tags_digest", name="pk_fused_attributes"),
     # "the product of one version", in id order: what users query and what iter_fused pages through
     sa.Index("ix_fused_attributes_version_image", "stage_version", "image_id"),
 )
@@ -120,8 +124,34 @@ schema_version = sa.Table(
     sa.PrimaryKeyConstraint("version", name="pk_schema_version"),
 )
 
-# Steps from version v-1 to v; empty until the schema first changes.
-_MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+# The stages whose results depend on the tags: version 1 keyed them by image alone, so their
+# cached rows cannot say which tags they were made from and are dropped (they are cheap to make
+# again: a tag parse, or a fusion over cached embeddings).
+_TAG_DEPENDENT_STAGES = ("tag_parses", "fused_attributes")
+
+
+def _add_tags_digest(conn: Connection) -> None:
+    """Version 1 -> 2: `tags_digest` joins the primary key of both tables ("" for old rows)."""
+    if conn.dialect.name == "postgresql":
+        for table, pk, columns in (("stage_results", "pk_stage_results", "image_id, stage, stage_version"),
+                                   ("fused_attributes", "pk_fused_attributes", "image_id, stage_version")):
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN tags_digest TEXT NOT NULL DEFAULT ''")
+            conn.exec_driver_sql(f"ALTER TABLE {table} DROP CONSTRAINT {pk}")
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD CONSTRAINT {pk} PRIMARY KEY ({columns}, tags_digest)")
+    else:  # SQLite cannot change a primary key: copy each table into its new shape
+        conn.exec_driver_sql("DROP INDEX IF EXISTS ix_fused_attributes_version_image")
+        for table in (stage_results, fused_attributes):
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} RENAME TO {table.name}_v1")
+            table.create(conn)
+            old = [c.name for c in table.columns if c.name != "tags_digest"]
+            conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(old)}) "
+                                 f"SELECT {', '.join(old)} FROM {table.name}_v1")
+            conn.exec_driver_sql(f"DROP TABLE {table.name}_v1")
+    conn.execute(sa.delete(stage_results).where(stage_results.c.stage.in_(_TAG_DEPENDENT_STAGES)))
+
+
+# Steps from version v-1 to v.
+_MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_tags_digest}
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +162,7 @@ class StoredResult:
     payload: Any
     blob: bytes | None
     created_at: datetime
+    tags_digest: str = ""  # "" for stages that do not depend on the tags
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,12 +182,38 @@ def redact_url(url: str | URL) -> str:
     if isinstance(url, URL):
         text = url.render_as_string(hide_password=True)
     else:
+        # Everything between the scheme and the host goes first, whatever a parser makes of it:
+        # a password with an unencoded "@" (p@ss) would otherwise leave its tail in the host.
+        url = _redact_userinfo(str(url))
         try:
-            text = make_url(str(url)).render_as_string(hide_password=True)
+            text = make_url(url).render_as_string(hide_password=True)
         except Exception:  # not a URL at all: hide anything that looks like user:password@
-            return _QUERY_SECRET.sub(r"\1=***", _LOOSE_SECRET.sub(":***@", str(url)))
-    text = _USERINFO_SECRET.sub(r"\1***@", text)
+            return _QUERY_SECRET.sub(r"\1=***", _LOOSE_SECRET.sub(":***@", url))
+    text = _redact_userinfo(_USERINFO_SECRET.sub(r"\1***@", text))
     return _QUERY_SECRET.sub(r"\1=***", text)
+
+
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")  # greedy: up to the LAST "@" before the path
+
+
+def _redact_userinfo(text: str) -> str:
+    """`scheme://user:***@host...`: the user name is kept, everything else before the host hidden."""
+    match = _USERINFO.match(text)
+    if not match:
+        return text
+    user, colon, _secret = match.group(2).partition(":")
+    return f"{match.group(1)}{user}{':***' if colon else ''}@{text[match.end():]}"
+
+
+def _raw_secrets(url: str) -> list[str]:
+    """The password as written in `url` (up to the last "@" before the host), and each tail of it
+    after an "@": a driver that split it at the first "@" quotes the tail as part of the host."""
+    match = _USERINFO.match(url)
+    if not match or ":" not in match.group(2):
+        return []
+    secret = match.group(2).partition(":")[2]
+    tails = [secret.split("@", k)[-1] + "@" for k in range(1, secret.count("@") + 1)]
+    return [s for s in (secret, *tails) if s and s != "@"]
 
 
 def parse_database_url(url: str | URL) -> URL:
@@ -174,6 +231,9 @@ def parse_database_url(url: str | URL) -> URL:
             parsed = make_url(url.strip())
         except Exception:
             raise ConfigError(f"The database URL {redact_url(url)!r} cannot be parsed; {_URL_HELP}.") from None
+    if parsed.host and "@" in parsed.host:
+        raise ConfigError(f"The database URL {redact_url(url)!r} has an unencoded '@' before the host (in the "
+                          "password?); write '@' inside a password as %40.")
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     backend = parsed.get_backend_name()
@@ -253,6 +313,30 @@ def _unique_ids(image_ids: Iterable[str | None]) -> list[str]:
     return list(seen)
 
 
+ResultKey = Any  # an image_id (str), or an (image_id, tags_digest) pair for tag-dependent stages
+
+
+def _unique_keys(keys: Iterable[ResultKey | None]) -> dict[tuple[str, str], ResultKey]:
+    """Distinct keys in first-seen order, as `(image_id, tags_digest)` -> the caller's key; an id
+    alone means tags_digest "". None (an image with no bytes has no id) is never stored."""
+    found: dict[tuple[str, str], ResultKey] = {}
+    for key in keys:
+        if key is None:
+            continue
+        found.setdefault(_split_key(key), key)
+    return found
+
+
+def _split_key(key: ResultKey) -> tuple[str, str]:
+    if isinstance(key, tuple):
+        if len(key) != 2 or not all(isinstance(k, str) for k in key) or not key[0]:
+            raise StoreError(f"A result key must be an image id or an (image_id, tags_digest) pair, got {key!r}.")
+        return key
+    if not isinstance(key, str):
+        raise StoreError(f"Image ids must be strings, got {type(key).__name__} {key!r}.")
+    return key, ""
+
+
 def _check_key(name: str, value: Any) -> None:
     if not isinstance(value, str) or not value:
         raise StoreError(f"{name} must be a non-empty string, got {value!r}.")
@@ -274,7 +358,9 @@ class ResultStore:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         parsed = parse_database_url(url)
         self._backend = parsed.get_backend_name()
-        self._secrets = _secrets(parsed)
+        # Longest first, so that a tail of the password never leaves the rest of it in a message.
+        self._secrets = sorted({*_secrets(parsed), *(_raw_secrets(url) if isinstance(url, str) else ())},
+                               key=len, reverse=True)
         self._closed = False
         self._pid = os.getpid()
         if self._backend == "sqlite":
@@ -291,9 +377,9 @@ class ResultStore:
         except BaseException:
             self._engine.dispose()
             raise
-        self._upsert_stage = self._upsert(stage_results, ("image_id", "stage", "stage_version"),
+        self._upsert_stage = self._upsert(stage_results, ("image_id", "stage", "stage_version", "tags_digest"),
                                           ("payload", "blob", "created_at"))
-        self._upsert_fused = self._upsert(fused_attributes, ("image_id", "stage_version"),
+        self._upsert_fused = self._upsert(fused_attributes, ("image_id", "stage_version", "tags_digest"),
                                           ("source_uri", "confidence", "strategy", "payload", "created_at"))
         log.debug("Opened the results database at %s", redact_url(self._url))
 
@@ -406,7 +492,7 @@ class ResultStore:
         text = str(orig).strip()
         line = next((part.strip() for part in text.splitlines() if part.strip()), type(orig).__name__)
         for secret in self._secrets:
-            line = line.replace(secret, "***")
+            line = line.replace(secret, "***@" if secret.endswith("@") else "***")
         return line[:300].rstrip(". ")
 
     def _is_transient(self, exc: sa_exc.DBAPIError) -> bool:
@@ -471,30 +557,37 @@ class ResultStore:
         """The SQLAlchemy engine, for ad-hoc queries (e.g. pandas.read_sql on fused_attributes)."""
         return self._engine
 
-    def get_many(self, stage: str, stage_version: str, image_ids: Iterable[str]) -> dict[str, StoredResult]:
-        """The stored results of `stage`/`stage_version` for those of `image_ids` that have one.
+    def get_many(self, stage: str, stage_version: str, keys: Iterable[ResultKey]) -> dict[ResultKey, StoredResult]:
+        """The stored results of `stage`/`stage_version` for those of `keys` that have one, by key.
 
-        One read transaction, `LOOKUP_CHUNK` ids per query. Missing ids are simply absent.
+        A key is an image_id, or an `(image_id, tags_digest)` pair for a stage whose results
+        depend on the tags. One read transaction, `LOOKUP_CHUNK` ids per query. Missing keys are
+        simply absent.
         """
         _check_key("stage", stage)
         _check_key("stage_version", stage_version)
-        ids = _unique_ids(image_ids)
+        wanted = _unique_keys(keys)
+        ids = list(dict.fromkeys(image_id for image_id, _d in wanted))
         t = stage_results
-        query = sa.select(t.c.image_id, t.c.payload, t.c.blob, t.c.created_at).where(
+        query = sa.select(t.c.image_id, t.c.tags_digest, _RAW_PAYLOAD, t.c.blob, t.c.created_at).where(
             t.c.stage == stage, t.c.stage_version == stage_version)
 
-        def work(conn: Connection) -> dict[str, StoredResult]:
-            found: dict[str, StoredResult] = {}
+        def work(conn: Connection) -> dict[ResultKey, StoredResult]:
+            found: dict[ResultKey, StoredResult] = {}
             for chunk in batched(ids, LOOKUP_CHUNK):
                 for row in conn.execute(query.where(t.c.image_id.in_(chunk))):
-                    found[row.image_id] = StoredResult(row.image_id, row.payload, _as_bytes(row.blob),
-                                                       _as_utc(row.created_at))
+                    key = wanted.get((row.image_id, row.tags_digest))
+                    payload = _payload_or_none(row.payload, row.image_id, stage) if key is not None else None
+                    if payload is not None:  # a malformed row is a miss: recomputed and replaced
+                        found[key] = StoredResult(row.image_id, payload, _as_bytes(row.blob),
+                                                  _as_utc(row.created_at), row.tags_digest)
             return found
 
         return self._run(work, write=False, what=f"read {stage} results from")
 
     def existing_ids(self, stage: str, stage_version: str, image_ids: Iterable[str]) -> set[str]:
-        """Those of `image_ids` that have a stored `stage`/`stage_version` result (ids only: cheap)."""
+        """Those of `image_ids` that have a stored `stage`/`stage_version` result, under any tags
+        (ids only: cheap)."""
         _check_key("stage", stage)
         _check_key("stage_version", stage_version)
         ids = _unique_ids(image_ids)
@@ -524,27 +617,47 @@ class ResultStore:
 
         return self._run(work, write=False, what="look up fused rows in")
 
-    def put_many(self, stage: str, stage_version: str,
-                 rows: Iterable[tuple[str, Any, bytes | None]]) -> int:
-        """Upsert `(image_id, payload, blob_or_None)` rows in ONE transaction; returns the rows written.
+    def fused_keys(self, stage_version: str, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those of the `(image_id, tags_digest)` keys that have a row of `stage_version` in `fused_attributes`."""
+        _check_key("stage_version", stage_version)
+        wanted = _unique_keys(keys)
+        ids = list(dict.fromkeys(image_id for image_id, _d in wanted))
+        t = fused_attributes
+        query = sa.select(t.c.image_id, t.c.tags_digest).where(t.c.stage_version == stage_version)
 
-        Rows are encoded and checked before the transaction starts; one that cannot be stored
-        raises `StoreError` naming the image and nothing of the call is written. An id given
-        twice is written once (the last one wins). Writing the same rows again replaces them.
+        def work(conn: Connection) -> set[tuple[str, str]]:
+            found: set[tuple[str, str]] = set()
+            for chunk in batched(ids, LOOKUP_CHUNK):
+                found.update((r.image_id, r.tags_digest) for r in conn.execute(query.where(t.c.image_id.in_(chunk)))
+                             if (r.image_id, r.tags_digest) in wanted)
+            return found
+
+        return self._run(work, write=False, what="look up fused rows in")
+
+    def put_many(self, stage: str, stage_version: str,
+                 rows: Iterable[tuple[ResultKey, Any, bytes | None]]) -> int:
+        """Upsert `(key, payload, blob_or_None)` rows in ONE transaction; returns the rows written.
+
+        A key is an image_id or an `(image_id, tags_digest)` pair (see `get_many`). Rows are
+        encoded and checked before the transaction starts; one that cannot be stored raises
+        `StoreError` naming the image and nothing of the call is written. A key given twice is
+        written once (the last one wins). Writing the same rows again replaces them.
         """
         _check_key("stage", stage)
         _check_key("stage_version", stage_version)
         now = _utcnow()
-        by_id: dict[str, dict[str, Any]] = {}
+        by_id: dict[tuple[str, str], dict[str, Any]] = {}
         for position, row in enumerate(rows):
             try:
-                image_id, payload, blob = row
+                key, payload, blob = row
             except (TypeError, ValueError):
                 raise StoreError(
                     f"Row {position} for stage {stage!r} is not an (image_id, payload, blob) triple.") from None
-            _check_key(f"The image_id of row {position} for stage {stage!r}", image_id)
-            by_id[image_id] = {"stage": stage, "stage_version": stage_version, "image_id": image_id,
-                               "payload": _encode_for(image_id, stage, payload),
+            _check_key(f"The image_id of row {position} for stage {stage!r}", key[0] if isinstance(key, tuple) else key)
+            image_id, digest = _split_key(key)
+            by_id[(image_id, digest)] = {
+                "stage": stage, "stage_version": stage_version, "image_id": image_id, "tags_digest": digest,
+                "payload": _encode_for(image_id, stage, payload),
                                "blob": _blob_for(image_id, stage, blob), "created_at": now}
         # Sorted keys: concurrent PostgreSQL writers then lock rows in one order and cannot deadlock.
         params = [by_id[k] for k in sorted(by_id)]
@@ -554,13 +667,14 @@ class ResultStore:
         return len(params)
 
     def put_fused(self, stage_version: str, rows: Iterable[Mapping[str, Any]]) -> int:
-        """Upsert fused rows (`image_id`, `source_uri`, `confidence`, `strategy`, `payload`) in ONE transaction.
+        """Upsert fused rows (`image_id`, `tags_digest`, `source_uri`, `confidence`, `strategy`, `payload`)
+        in ONE transaction; a row is identified by image, tags digest ("" when not given) and version.
 
         Same guarantees as `put_many`. `payload` is typically `FusedAttributes.to_record()`.
         """
         _check_key("stage_version", stage_version)
         now = _utcnow()
-        by_id: dict[str, dict[str, Any]] = {}
+        by_id: dict[tuple[str, str], dict[str, Any]] = {}
         for position, row in enumerate(rows):
             image_id = row.get("image_id") if isinstance(row, Mapping) else None
             _check_key(f"The image_id of fused row {position}", image_id)
@@ -568,7 +682,10 @@ class ResultStore:
             if missing:
                 raise StoreError(f"Fused row for image {image_id} has no {', '.join(missing)}.")
             _check_key(f"The strategy of fused row for image {image_id}", row["strategy"])
-            by_id[image_id] = {"image_id": image_id, "stage_version": stage_version,
+            digest = row.get("tags_digest") or ""
+            if not isinstance(digest, str):
+                raise StoreError(f"The tags_digest of fused row for image {image_id} must be a string, got {digest!r}.")
+            by_id[(image_id, digest)] = {"image_id": image_id, "stage_version": stage_version, "tags_digest": digest,
                                "source_uri": row.get("source_uri"),
                                "confidence": _confidence_for(image_id, row["confidence"]),
                                "strategy": row["strategy"], "payload": _encode_for(image_id, "fused", row["payload"]),
@@ -594,35 +711,39 @@ class ResultStore:
         _check_key("stage_version", stage_version)
         _check_batch_size(batch_size)
         t = stage_results
-        base = (sa.select(t.c.image_id, t.c.payload, t.c.blob, t.c.created_at)
+        base = (sa.select(t.c.image_id, t.c.tags_digest, _RAW_PAYLOAD, t.c.blob, t.c.created_at)
                 .where(t.c.stage == stage, t.c.stage_version == stage_version)
-                .order_by(t.c.image_id).limit(batch_size))
-        last: str | None = None
+                .order_by(t.c.image_id, t.c.tags_digest).limit(batch_size))
+        last: tuple[str, str] | None = None
         while True:
-            query = base if last is None else base.where(t.c.image_id > last)
+            query = base if last is None else base.where(sa.tuple_(t.c.image_id, t.c.tags_digest) > sa.tuple_(*last))
             page = self._run(lambda conn: conn.execute(query).all(), write=False, what=f"read {stage} results from")
             for row in page:
-                yield StoredResult(row.image_id, row.payload, _as_bytes(row.blob), _as_utc(row.created_at))
+                payload = _payload_or_none(row.payload, row.image_id, stage)
+                if payload is not None:
+                    yield StoredResult(row.image_id, payload, _as_bytes(row.blob), _as_utc(row.created_at),
+                                       row.tags_digest)
             if len(page) < batch_size:
                 return
-            last = page[-1].image_id
+            last = (page[-1].image_id, page[-1].tags_digest)
 
     def iter_fused(self, stage_version: str | None = None, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
         """Stream fused rows (all versions, or one) as dicts with the columns of `fused_attributes`.
 
-        Ordered by (stage_version, image_id); reads `batch_size` rows per query (keyset pagination).
+        Ordered by (stage_version, image_id, tags_digest); reads `batch_size` rows per query
+        (keyset pagination).
         """
         if stage_version is not None:
             _check_key("stage_version", stage_version)
         _check_batch_size(batch_size)
         t = fused_attributes
-        base = sa.select(t).order_by(t.c.stage_version, t.c.image_id).limit(batch_size)
+        base = sa.select(t).order_by(t.c.stage_version, t.c.image_id, t.c.tags_digest).limit(batch_size)
         if stage_version is not None:
             base = base.where(t.c.stage_version == stage_version)
-        last: tuple[str, str] | None = None
+        last: tuple[str, str, str] | None = None
         while True:
             query = base if last is None else base.where(
-                sa.tuple_(t.c.stage_version, t.c.image_id) > sa.tuple_(*last))
+                sa.tuple_(t.c.stage_version, t.c.image_id, t.c.tags_digest) > sa.tuple_(*last))
             page = self._run(lambda conn: conn.execute(query).all(), write=False, what="read fused rows from")
             for row in page:
                 record = row._asdict()
@@ -630,7 +751,7 @@ class ResultStore:
                 yield record
             if len(page) < batch_size:
                 return
-            last = (page[-1].stage_version, page[-1].image_id)
+            last = (page[-1].stage_version, page[-1].image_id, page[-1].tags_digest)
 
     def count(self, stage: str | None = None, stage_version: str | None = None) -> int:
         """Number of cached stage results, optionally for one stage and/or one stage version."""
@@ -701,6 +822,23 @@ def _confidence_for(image_id: str, value: Any) -> float:
     if not np.isfinite(confidence):
         raise StoreError(f"The confidence of fused row for image {image_id} is {confidence}, not a finite number.")
     return confidence
+
+
+# The payload column read as stored (text on SQLite), so that one malformed row is decoded, and
+# skipped, on its own instead of failing the whole query inside SQLAlchemy's JSON processing.
+_RAW_PAYLOAD = sa.type_coerce(stage_results.c.payload, sa.Text).label("payload")
+
+
+def _payload_or_none(raw: Any, image_id: str, stage: str) -> dict[str, Any] | None:
+    """The decoded payload of one cached row; None (logged) when it is not a JSON object."""
+    try:
+        payload = json.loads(raw) if isinstance(raw, (str, bytes)) else raw
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        log.warning("ignoring a malformed cached %s result for image %s; it will be recomputed", stage, image_id)
+        return None
+    return payload
 
 
 def _as_bytes(blob: Any) -> bytes | None:

@@ -4,25 +4,27 @@ reader -> worker -> writer). Multi-valued attributes are lists in Parquet/JSONL 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import ConfigError
+from .outputs import OUTPUT_SUFFIXES, OutputError, OutputLock, check_output_path, describe_os_error, temp_name
 from .schema import Vocabulary
 
-FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FORMATS = OUTPUT_SUFFIXES
 
 
 def output_format(path: str | Path) -> str:
     fmt = FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
-        raise ConfigError(f"Output file {path} must end in .parquet, .csv or .jsonl.")
+        raise OutputError(f"Output file {path} must end in .parquet, .csv or .jsonl.")
     return fmt
 
 
@@ -79,35 +81,68 @@ class _JsonlRows:
 
 
 class AtomicTableWriter:
-    """Streams rows to `<path>.tmp` in the format its suffix names (.parquet, .csv, .jsonl) and
-    renames it to `path` on success, so a crash never leaves a file that looks complete; on an
-    exception inside `with`, the temporary file is removed and an existing `path` is untouched."""
+    """Streams rows to a uniquely named hidden temporary file beside `path`, in the format its
+    suffix names (.parquet, .csv, .jsonl), and renames it to `path` on success, so a crash never
+    leaves a file that looks complete and two runs never share a temporary file. While open, it
+    holds `OutputLock` on `path`: a second writer of the same file stops with one sentence. On an
+    exception inside `with`, the temporary file is removed and an existing `path` is untouched. A
+    write error (disk full, ...) becomes `OutputError`."""
 
     def __init__(self, path: str | Path, schema: pa.Schema):
-        self.path = Path(path)
+        self.path = check_output_path(path)
         fmt = output_format(self.path)
-        if not self.path.parent.exists():
-            raise ConfigError(f"Output folder {self.path.parent} does not exist.")
-        self._tmp = self.path.with_name(self.path.name + ".tmp")
-        self._rows: RowWriter = (
-            _ParquetRows(self._tmp, schema) if fmt == "parquet"
-            else _CsvRows(self._tmp, schema.names) if fmt == "csv"
-            else _JsonlRows(self._tmp)
-        )
+        self._lock = OutputLock(self.path).acquire()
+        # Holding the lock, no other run writes this output: temporary files of it that exist
+        # now were left by a killed run, and go.
+        for stale in self.path.parent.glob(f".{glob_escape(self.path.name)}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        self._tmp = temp_name(self.path)
+        try:
+            self._rows: RowWriter = (
+                _ParquetRows(self._tmp, schema) if fmt == "parquet"
+                else _CsvRows(self._tmp, schema.names) if fmt == "csv"
+                else _JsonlRows(self._tmp)
+            )
+        except BaseException as exc:  # an OSError, or Ctrl-C / SIGTERM while the file was being created
+            with contextlib.suppress(OSError):
+                self._tmp.unlink(missing_ok=True)
+            self._lock.release()
+            if isinstance(exc, OSError):
+                raise self._error(exc) from None
+            raise
         self.count = 0
+
+    def _error(self, exc: OSError) -> OutputError:
+        return OutputError(f"Cannot write {self.path}: {describe_os_error(exc)}; nothing was written there.")
 
     def write(self, rows: Iterable[dict[str, Any]]) -> None:
         rows = list(rows)
-        self._rows.write(rows)
+        try:
+            self._rows.write(rows)
+        except OSError as exc:
+            raise self._error(exc) from None
         self.count += len(rows)
 
     def close(self) -> None:
-        self._rows.close()
-        os.replace(self._tmp, self.path)
+        try:
+            self._rows.close()
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            self._discard()
+            raise self._error(exc) from None
+        finally:
+            self._lock.release()
+
+    def _discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self._rows.close()
+        with contextlib.suppress(OSError):
+            self._tmp.unlink(missing_ok=True)
 
     def abort(self) -> None:
-        self._rows.close()
-        self._tmp.unlink(missing_ok=True)
+        self._discard()
+        self._lock.release()
 
     def __enter__(self):
         return self

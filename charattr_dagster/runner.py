@@ -78,6 +78,7 @@ class GraphRunSummary:
     learning: dict[str, str] = field(default_factory=dict)  # asset -> one line
     failed_runs: list[str] = field(default_factory=list)
     failed_checks: list[str] = field(default_factory=list)
+    signals: dict[str, str] = field(default_factory=dict)  # tags/clip/probes/policy -> used, or why not
     notes: list[str] = field(default_factory=list)
     report: str | None = None
     runs: int = 0
@@ -107,6 +108,8 @@ def _collect(result: dg.ExecuteInProcessResult, summary: GraphRunSummary) -> Non
             totals = summary.stages[asset]
             for name in ("computed", "skipped", "failed", "rows"):
                 setattr(totals, name, getattr(totals, name) + int(meta.get(name, 0) or 0))
+            if asset == FUSED_ATTRIBUTES and isinstance(meta.get("signals"), dict):
+                summary.signals = dict(meta["signals"])  # which signals fusion used, and why one was not
             if asset == CLIP_EMBEDDINGS and meta.get("clip_available") is False:
                 note = f"CLIP not used: {meta.get('clip_unavailable_reason')}"
                 if note not in summary.notes:
@@ -240,6 +243,8 @@ def print_summary(summary: GraphRunSummary, settings: Settings, home: Path, writ
     for asset in (ATTRIBUTE_PROBES, FUSION_POLICY):
         if asset in summary.learning:
             write(f"  {asset}: {summary.learning[asset]}")
+    for signal, state in summary.signals.items():
+        write(f"  {signal}: {state}")
     for note in summary.notes:
         write(f"  note: {note}")
     for check in summary.failed_checks:

@@ -2,7 +2,8 @@
 
 `tag_parses` and `clip_embeddings` hold one row per usable `raw_images` row of the same shard,
 in the same order (both stages preserve input order). Reading them back is therefore a merge by
-position, checked by `image_id`, one batch at a time — no shard-sized dictionary in memory.
+position, checked by `image_id`, one batch at a time — no shard-sized dictionary in memory. A
+file that does not line up (stale, partial) stops the step with `MisalignedShardError`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterator, Sequence
 
+import dagster as dg
 import numpy as np
 import pyarrow as pa
 
@@ -65,23 +67,41 @@ def clip_table(embeddings: Sequence[ClipEmbedding]) -> pa.Table:
     return pa.Table.from_pylist([clip_row(e) for e in embeddings], schema=CLIP_SCHEMA)
 
 
+class MisalignedShardError(dg.Failure):
+    """A signal file of a shard does not line up with its raw_images (a stale file from an earlier
+    run, or a partial write): joining them would give images the wrong signals, or none."""
+
+
 class _Aligner:
-    """Matches rows to ids: `rows` is a subsequence of the ids' order (failed images left out), so
-    one row of lookahead, kept across batches, is enough."""
+    """Matches a signal asset's rows to the shard's usable images. The stages write exactly one row
+    per usable `raw_images` row, in the same order, so row i must be image i; anything else fails
+    loudly (never a silently dropped source)."""
 
-    def __init__(self, rows: Iterator[dict[str, Any]]):
-        self._rows = rows
-        self._pending = next(rows, None)
+    def __init__(self, rows: Iterator[dict[str, Any]], asset: str, shard: str):
+        self._rows, self._asset, self._shard = rows, asset, shard
+        self._position = 0
 
-    def take(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
-        out: list[dict[str, Any] | None] = []
+    def _fail(self, what: str) -> MisalignedShardError:
+        return MisalignedShardError(
+            f"The {self._asset} file of shard {self._shard!r} does not line up with its raw_images ({what}): "
+            f"a stale or partial file; materialize {self._asset} for this shard again.", allow_retries=False)
+
+    def take(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
         for image_id in ids:
-            if self._pending is not None and self._pending.get("image_id") == image_id:
-                out.append(self._pending)
-                self._pending = next(self._rows, None)
-            else:
-                out.append(None)
+            row = next(self._rows, None)
+            if row is None:
+                raise self._fail(f"it ends after {self._position} rows, before image {image_id}")
+            if row.get("image_id") != image_id:
+                raise self._fail(f"row {self._position} is image {row.get('image_id')}, expected {image_id}")
+            out.append(row)
+            self._position += 1
         return out
+
+    def finish(self) -> None:
+        """After the last image: a longer file is misaligned too."""
+        if next(self._rows, None) is not None:
+            raise self._fail(f"it has more than the {self._position} rows of the shard's usable images")
 
 
 def _vector(row: dict[str, Any] | None) -> np.ndarray | None:
@@ -97,12 +117,18 @@ def iter_signals(warehouse: Warehouse, shard: str, *, with_tags: bool = True, wi
     `keep(image_id)` selects images (e.g. one split) before their tag parse is decoded."""
     records = (ImageRecord.from_dict(r) for r in warehouse.iter_rows("raw_images", [shard], batch_size=batch_size))
     usable = (r for r in records if r.ok and r.image_id)
-    tags = _Aligner(warehouse.iter_rows("tag_parses", [shard], batch_size=batch_size) if with_tags else iter(()))
+    tags = _Aligner(warehouse.iter_rows("tag_parses", [shard], batch_size=batch_size), "tag_parses", shard) \
+        if with_tags else None
     clips = _Aligner(warehouse.iter_rows("clip_embeddings", [shard], columns=["image_id", "embedding"],
-                                         batch_size=batch_size) if with_embeddings else iter(()))
+                                         batch_size=batch_size), "clip_embeddings", shard) if with_embeddings else None
     for batch in batched(usable, batch_size):
         ids = [r.image_id for r in batch]
+        tag_rows = tags.take(ids) if tags is not None else [None] * len(ids)
+        clip_rows = clips.take(ids) if clips is not None else [None] * len(ids)
         joined = [Signals(record=r, tag_parse=tag_parse_from_row(t) if t is not None else None, embedding=_vector(e))
-                  for r, t, e in zip(batch, tags.take(ids), clips.take(ids)) if keep is None or keep(r.image_id)]
+                  for r, t, e in zip(batch, tag_rows, clip_rows) if keep is None or keep(r.image_id)]
         if joined:
             yield joined
+    for aligner in (tags, clips):
+        if aligner is not None:
+            aligner.finish()

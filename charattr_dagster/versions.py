@@ -9,7 +9,6 @@ the resources) but not these code versions; configure deployments through the en
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from charattr_core.errors import ModelUnavailableError
@@ -53,7 +52,8 @@ def code_versions(settings: Settings) -> CodeVersions:
     """Every asset's code version for these settings (raises `ConfigError` for a bad model name,
     vocabulary or checkpoint path)."""
     from charattr_core.clip_version import clip_stage_version
-    from charattr_core.stages import FUSED_CODE_VERSION
+    from charattr_core.fusion import Thresholds
+    from charattr_core.stages import fused_settings_version
     from charattr_core.policy import POLICY_CODE_VERSION
     from charattr_core.probes import PROBES_CODE_VERSION
     from charattr_core.schema import load_vocabulary
@@ -62,16 +62,18 @@ def code_versions(settings: Settings) -> CodeVersions:
     vocabulary = load_vocabulary(settings.vocabulary)
     vocab = f"vocab-{vocabulary.fingerprint}"
     # Without CLIP, nothing may import torch (the model key needs open_clip's registry).
-    clip = clip_stage_version(model_key_of(settings.model_name, settings.pretrained)) if settings.use_clip \
-        else CLIP_DISABLED_VERSION
+    model_key = model_key_of(settings.model_name, settings.pretrained) if settings.use_clip else None
+    clip = clip_stage_version(model_key) if model_key else CLIP_DISABLED_VERSION
     tags = tags_stage_version(vocabulary)
-    fused_inputs = "|".join([tags, clip, settings.fusion_strategy])
+    # Settings does not set the thresholds yet, so the resource's defaults are the ones in use.
+    thresholds = Thresholds()
     return CodeVersions(
         raw_images=raw_images_stage_version(settings.max_image_pixels),
         tag_parses=tags,
         clip_embeddings=clip,
         attribute_probes=f"probes-{PROBES_CODE_VERSION}+{clip}+{vocab}",
-        fusion_policy=f"policy-{POLICY_CODE_VERSION}+{vocab}+{settings.fusion_strategy}",
-        fused_attributes=f"{FUSED_CODE_VERSION}+{hashlib.sha256(fused_inputs.encode()).hexdigest()[:12]}",
+        fusion_policy=f"policy-{POLICY_CODE_VERSION}+{clip}+{vocab}+{settings.fusion_strategy}",
+        # The key of fused rows minus the trained artefacts (probes and policy have their own assets).
+        fused_attributes=fused_settings_version(vocabulary, model_key, settings.fusion_strategy, thresholds),
         attribute_report=REPORT_CODE_VERSION,
     )

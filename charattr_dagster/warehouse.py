@@ -14,6 +14,7 @@ leaves a file that a reader would take for a finished partition.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from contextlib import contextmanager
@@ -30,13 +31,34 @@ SUFFIX = ".parquet"
 UNPARTITIONED = "_all"  # file stem of an unpartitioned asset's table
 
 
+# File names are at most 255 bytes on common file systems. A percent-encoded long or CJK shard
+# name can exceed that (each CJK character takes 9 bytes), so such a stem is cut and ends in
+# HASH_MARK + a digest of the key; the key itself is kept in the file's Parquet metadata.
+MAX_STEM_BYTES = 255 - len(SUFFIX)
+HASH_MARK = "+"  # `quote` always encodes "+", so a plain stem never contains it
+PARTITION_METADATA_KEY = b"charattr.partition"
+
+
 def partition_file_stem(partition: str | None) -> str:
     """A file name for a partition key. Keys may contain `/` (nested shard files) and may start
     with "." (the folder reader's root shard), which would hide the file; both are escaped."""
     if partition is None:
         return UNPARTITIONED
     stem = quote(partition, safe="-_.=")
-    return "%2E" + stem[1:] if stem.startswith(".") else stem
+    stem = "%2E" + stem[1:] if stem.startswith(".") else stem
+    if len(stem) > MAX_STEM_BYTES:  # ASCII after quoting: characters are bytes
+        digest = hashlib.sha256(partition.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+        stem = f"{stem[:MAX_STEM_BYTES - len(digest) - 1]}{HASH_MARK}{digest}"
+    return stem
+
+
+def _partition_of(path: Path) -> str:
+    """The partition key of one warehouse file: from its name, or its metadata for a cut name."""
+    stem = path.name[: -len(SUFFIX)]
+    if HASH_MARK not in stem:
+        return unquote(stem)
+    metadata = pq.read_schema(path).metadata or {}
+    return metadata.get(PARTITION_METADATA_KEY, b"").decode("utf-8", "surrogateescape") or unquote(stem)
 
 
 class PartitionWriter:
@@ -46,7 +68,8 @@ class PartitionWriter:
         self.path = path
         self.schema = schema
         self.rows = 0
-        self._tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        # Short and unique, whatever the length of the final name (hidden: never read as a partition).
+        self._tmp = path.with_name(f".{uuid.uuid4().hex}.tmp")
         self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
 
     def write_rows(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -90,14 +113,16 @@ class Warehouse(dg.ConfigurableResource):
         folder = self.asset_dir(asset)
         if not folder.is_dir():
             return []
-        return sorted(unquote(p.name[: -len(SUFFIX)]) for p in folder.glob("*" + SUFFIX)
-                      if not p.name.startswith("."))
+        return sorted(_partition_of(p) for p in folder.glob("*" + SUFFIX) if not p.name.startswith("."))
 
     @contextmanager
     def writer(self, asset: str, partition: str | None, schema: pa.Schema) -> Iterator[PartitionWriter]:
         """Write one partition's file; it appears under its real name only if the block succeeds."""
         path = self.path(asset, partition)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if partition is not None:  # the key, for file names cut to fit (see `partition_file_stem`)
+            schema = schema.with_metadata({**(schema.metadata or {}),
+                                           PARTITION_METADATA_KEY: partition.encode("utf-8", "surrogateescape")})
         writer = PartitionWriter(path, schema)
         try:
             yield writer

@@ -12,6 +12,7 @@ Everything is generated (small, deterministic); nothing is downloaded.
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import struct
@@ -347,6 +348,26 @@ def _filesystem(d: Path, out: Path) -> list[Case]:
     ]
 
 
+@_writer
+def _hostile_files(d: Path, _out: Path) -> list[Case]:
+    """Issue 10: files that exhaust memory or decode into garbage."""
+    with open(d / "huge.png", "wb") as f:  # sparse: costs no disk, but reading it would cost 600 MB
+        f.write(png_bytes(21)[:64])
+        f.truncate(600 << 20)
+    (d / "tags_utf32.png").write_bytes(png_bytes(22))
+    (d / "tags_utf32.txt").write_bytes("1girl blue_eyes".encode("utf-32"))  # with BOM: FF FE 00 00
+    (d / "tags_utf16nul.png").write_bytes(png_bytes(23))
+    (d / "tags_utf16nul.txt").write_bytes("1girl\x00solo".encode("utf-16"))
+    (_out / "se\ncret.png").write_bytes(png_bytes(24))
+    (d / "escape_multiline.png").symlink_to(_out / "se\ncret.png")
+    return [
+        _failed("reason quoting a path with a line break stays one line", "escape_multiline.png", "outside", "se / cret"),
+        _failed("600 MB file named .png is refused unread", "huge.png", "unreadable file", "over the limit"),
+        _ok("UTF-32 sidecar with BOM", "tags_utf32.png", tags="1girl blue_eyes"),
+        _failed("UTF-16 sidecar holding NUL characters", "tags_utf16nul.png", "unreadable tags file", "NUL"),
+    ]
+
+
 def write_folder_corpus(tmp: Path) -> Corpus:
     """Write every folder case into `tmp/source/corpus/` (one shard); files that symlinks point
     out to go to `tmp/outside/`. The source root is `tmp/source`."""
@@ -399,7 +420,34 @@ def write_parquet_corpus(tmp: Path) -> Corpus:
               for i in range(2)]
     cases += [Case(f"string image column row {i}", f"strings.parquet#row={i}", "failed",
                    ("holds string", "not image bytes")) for i in range(2)]
+    cases += _hostile_parquet(root)
     return Corpus(root=root, cases=cases)
+
+
+def _hostile_parquet(root: Path) -> list[Case]:
+    """Issue 10: files that used to stop the whole run, and charattr's own output in the folder."""
+    pq.write_table(pa.table({"id": [1, 2], "caption": ["a", "b"]}), root / "metadata.parquet")  # no image column
+    duplicate = pa.Table.from_arrays([pa.array([png_bytes(34)], pa.binary()), pa.array(["1girl"]), pa.array(["1boy"])],
+                                     names=["image", "tags", "tags"])
+    pq.write_table(duplicate, root / "dupcol.parquet")
+    pq.write_table(pa.table({"image": pa.array([png_bytes(35), png_bytes(35)], pa.binary()).dictionary_encode(),
+                             "tags": ["1girl", "1boy"]}), root / "dictionary.parquet")
+    pq.write_table(pa.table({"image": [png_bytes(36)], "tags": ["line one\nline two"]}), root / "multiline.parquet")
+    os.mkfifo(root / "pipe.parquet")  # opening it to read would block forever
+    (root / "gone.parquet").symlink_to(root / "missing.parquet")
+    # A results table of an earlier `charattr batch --out` written into the folder: not a source.
+    pq.write_table(pa.table({"image_id": ["x"], "source_uri": ["y"], "strategy": ["s"], "versions": ["{}"]}),
+                   root / "results.parquet")
+    return [
+        Case("parquet file without an image column", "metadata.parquet", "failed", ("unreadable parquet file", "no image column")),
+        Case("parquet file with two columns of one name", "dupcol.parquet", "failed", ("2 columns named 'tags'",)),
+        Case("dictionary-encoded image column row 0", "dictionary.parquet#row=0", "ok", tags="1girl"),
+        Case("dictionary-encoded image column row 1", "dictionary.parquet#row=1", "ok", tags="1boy"),
+        Case("tags spanning two lines", "multiline.parquet#row=0", "ok", tags="line one\nline two"),
+        Case("FIFO named .parquet", "pipe.parquet", "failed", ("unreadable parquet file", "not a regular file")),
+        Case("broken symlink named .parquet", "gone.parquet", "failed", ("unreadable parquet file", "broken symlink")),
+        Case("charattr's own results table in the folder", "results.parquet", "absent"),
+    ]
 
 
 # -- WebDataset -------------------------------------------------------------------------------
@@ -471,4 +519,61 @@ def write_tar_corpus(tmp: Path) -> Corpus:
         Case("tar with a garbled header: before", "garbled.tar#a.jpg", "ok", tags="1girl"),
         Case("tar with a garbled header", "garbled.tar#", "failed", ("unreadable tar file", "after member 'a.txt'")),
     ]
+    cases += _hostile_tars(root)
     return Corpus(root=root, cases=cases)
+
+
+def duplicate_member_tar(path: Path) -> tuple[bytes, bytes]:
+    """A tar holding `x.jpg` twice (as `tar -r` appends) with different images; (first, second)."""
+    first, second = jpeg_bytes(60), jpeg_bytes(61)
+    with tarfile.open(path, "w") as tar:
+        add_member(tar, "x.jpg", first)
+        add_member(tar, "x.txt", b"1girl")
+        add_member(tar, "y.jpg", jpeg_bytes(62))
+        add_member(tar, "x.jpg", second)
+    return first, second
+
+
+def crafted_tar(path: Path, kind: str) -> None:
+    """A shard that hangs or stalls Python 3.11's tarfile: kind "negative" (a size field pointing
+    back to the previous header, CVE-2025-8194), "pax_negative" (the same size in a pax record)
+    or "pax" (a 1 MB pax header, CVE-2024-6232).
+    Its first member, `a.jpg`, is intact."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        add_member(tar, "a.jpg", jpeg_bytes(63))
+        add_member(tar, "a.txt", b"1girl")
+        info = tarfile.TarInfo("b.jpg")
+        data = jpeg_bytes(64)
+        info.size = len(data)
+        if kind == "pax":
+            info.pax_headers = {"comment": "x" * 1_000_000}
+        elif kind == "pax_negative":  # the pax record overrides the header's size: a loop again
+            info.pax_headers = {"size": "-2048"}
+        tar.addfile(info, io.BytesIO(data))
+    raw = buf.getvalue()
+    if kind == "negative":
+        at = raw.index(b"b.jpg")  # the header of b.jpg: its size now says -1024 (back one header)
+        header = bytearray(raw[at:at + 512])
+        header[124:136] = b"\xff" + ((1 << 88) - 1024).to_bytes(11, "big")
+        header[148:156] = b" " * 8
+        header[148:156] = b"%06o\0 " % sum(header)
+        raw = raw[:at] + bytes(header) + raw[at + 512:]
+    path.write_bytes(raw)
+
+
+def _hostile_tars(root: Path) -> list[Case]:
+    """Issue 10 (and 9): shards that used to stop the run or mix two items up. (The shards that
+    hung it, `crafted_tar`, are tested on their own with a time limit: tests/test_security.py.)"""
+    duplicate_member_tar(root / "dup.tar")
+    (root / "gzip.tar").write_bytes(gzip.compress((root / "dup.tar").read_bytes()))
+    os.mkfifo(root / "pipe.tar")
+    (root / "gone.tar").symlink_to(root / "missing.tar")
+    return [
+        Case("duplicate member name: first", "dup.tar#x.jpg", "ok", tags="1girl"),
+        Case("duplicate member name: second, its own uri", "dup.tar#x.jpg#2", "ok", tags=None),
+        Case("between the duplicates", "dup.tar#y.jpg", "ok"),
+        Case("gzip file named .tar", "gzip.tar#", "failed", ("unreadable tar file", "gzip-compressed")),
+        Case("FIFO named .tar", "pipe.tar#", "failed", ("unreadable tar file", "not a regular file")),
+        Case("broken symlink named .tar", "gone.tar#", "failed", ("unreadable tar file", "broken symlink")),
+    ]

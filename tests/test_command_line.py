@@ -48,7 +48,7 @@ def test_batch_writes_every_format(capsys, demo_source, tmp_path, suffix):
     else:
         rows = [json.loads(line) for line in out_file.read_text().splitlines()]
         assert len(rows) == 24 and isinstance(rows[0]["hair_color"], list)
-    assert not out_file.with_name(out_file.name + ".tmp").exists()
+    assert not list(tmp_path.glob(f".{out_file.name}.*"))  # no temporary or lock file left
 
 
 @pytest.mark.parametrize("argv, exit_code, needle", [
@@ -59,6 +59,8 @@ def test_batch_writes_every_format(capsys, demo_source, tmp_path, suffix):
     (["batch", ".", "--out", "x.csv", "--strategy", "magic"], 2, "invalid choice"),
     (["extract", "x.png", "--threshold", "lots"], 2, "invalid float"),
     (["frobnicate"], 2, "invalid choice"),
+    (["batch", ".", "--out", "/tmp/i9-never.csv", "--no-clip", "--no-cache", "--policy", "/no/policy"], 1,
+     "No fusion policy at /no/policy"),
 ])
 def test_bad_arguments_give_one_line_and_nonzero_exit(capsys, argv, exit_code, needle):
     try:
@@ -117,3 +119,47 @@ def test_pillow_warnings_do_not_reach_the_terminal(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "1 images, 1 failed" in done.stderr and "decompression bomb" in done.stderr
     assert "Warning" not in done.stderr and "warnings.warn" not in done.stderr
+
+
+def _picture(path: Path) -> Path:
+    from PIL import Image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (32, 32), "white").save(path)
+    return path
+
+
+@pytest.mark.parametrize("sidecar", ["a.png.txt", "a.txt"])
+def test_extract_reads_the_sidecar_tags_like_batch(capsys, tmp_path, sidecar):
+    image = _picture(tmp_path / "src" / "a.png")
+    (tmp_path / "src" / sidecar).write_text("1girl, long_hair, aqua_eyes", encoding="utf-8")
+    code, out, err = _run(capsys, "extract", str(image), "--no-clip", "--no-cache")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["Hair Length"] == "long" and result["Eye Color"] == ["aqua"]
+    # --tags still wins over the sidecar
+    code, out, _err = _run(capsys, "extract", str(image), "--tags", "1girl, short_hair", "--no-clip", "--no-cache")
+    assert code == 0 and json.loads(out)["Hair Length"] == "short"
+
+
+def test_extract_refuses_an_ambiguous_sidecar_as_batch_does(capsys, tmp_path):
+    image = _picture(tmp_path / "src" / "a.png")
+    _picture(tmp_path / "src" / "a.jpg")
+    (tmp_path / "src" / "a.txt").write_text("1girl, long_hair", encoding="utf-8")
+    code, out, err = _run(capsys, "extract", str(image), "--no-clip", "--no-cache")
+    assert code == 1 and out == "" and "ambiguous tags file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_extract_without_tags_or_clip_says_it_had_no_signal(capsys, tmp_path):
+    image = _picture(tmp_path / "src" / "a.png")
+    code, out, err = _run(capsys, "extract", str(image), "--no-clip", "--no-cache")
+    assert code == 1 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "No signal for" in lines[0] and "no tags" in lines[0] and "CLIP is not used" in lines[0]
+
+
+def test_batch_summary_names_the_signals_used(capsys, demo_source, tmp_path):
+    code, _out, err = _run(capsys, "batch", str(demo_source), "--out", str(tmp_path / "r.parquet"), "--quiet",
+                           "--no-clip", "--limit", "2", "--database-url", f"sqlite:///{tmp_path / 'c.db'}")
+    assert code == 0, err
+    assert "  tags: used" in err and "  clip: not used: CLIP disabled" in err
+    assert "  policy: not used: the fixed strategy confidence_weighted decides" in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
@@ -128,3 +129,64 @@ def test_dagster_assets_complete_over_the_whole_corpus_as_one_partition(tmp_path
     assert deep["gender"] == ["female"]
     for case in absent:
         assert corpus.uri(case) not in records
+
+
+# -- issue 9/10: one item, one key, its own bytes ---------------------------------------------
+
+
+def test_tar_members_of_the_same_name_each_get_their_own_result(tmp_path):
+    """`tar -r` appends a second `x.jpg`: each is its own item (uri `...#x.jpg`, `...#x.jpg#2`), with
+    its own image id and embedding, in `charattr batch` and in the Dagster assets alike."""
+    from badinput import duplicate_member_tar
+    from charattr_core.sources.hashing import content_hash
+
+    root = tmp_path / "tars"
+    root.mkdir()
+    first, second = duplicate_member_tar(root / "dup.tar")
+    want = {f"{root}/dup.tar#x.jpg": content_hash(first), f"{root}/dup.tar#x.jpg#2": content_hash(second)}
+    out, db = tmp_path / "r.parquet", tmp_path / "cache.db"
+    for attempt in ("computed", "from the cache"):
+        done = subprocess.run([str(BIN / "charattr"), "batch", str(root), "--out", str(out), "--quiet",
+                               "--database-url", f"sqlite:///{db}", *TINY], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        rows = {r["source_uri"]: r for r in pq.read_table(out).to_pylist()}
+        assert {uri: rows[uri]["image_id"] for uri in want} == want, attempt
+        assert len(rows) == 3
+    import sqlite3
+    with sqlite3.connect(db) as conn:  # an embedding is stored under each image's own id
+        stored = {r[0] for r in conn.execute("SELECT image_id FROM stage_results WHERE stage = 'clip_embeddings'")}
+    assert set(want.values()) <= stored
+
+    settings = make_settings(root, tmp_path / "dagster", max_failed_fraction=1.0, batch_size=4)
+    defs = build_definitions(settings)
+    with dg.instance_for_test() as instance:
+        register(instance, ["dup.tar"])
+        assert run_job(defs, instance, "ingest_shards", ["dup.tar"]).success
+    warehouse = Warehouse(root=settings.warehouse)
+    raw = {r["source_uri"]: r["image_id"] for r in warehouse.iter_rows("raw_images", ["dup.tar"])}
+    assert {uri: raw[uri] for uri in want} == want
+    embedded = {r["image_id"]: r["embedding"] for r in warehouse.iter_rows("clip_embeddings", ["dup.tar"])}
+    assert embedded[want[f"{root}/dup.tar#x.jpg"]] != embedded[want[f"{root}/dup.tar#x.jpg#2"]]
+
+
+def test_dagster_registers_and_stores_non_utf8_and_very_long_shard_names(tmp_path):
+    from badinput import png_bytes
+    from charattr_core.sources import open_source
+
+    root = tmp_path / "src"
+    names = [os.fsdecode(b"caf\xe9"), "キャラクター画像フォルダ" * 3, "long-" * 50]
+    for i, name in enumerate(names):
+        (root / name).mkdir(parents=True)
+        (root / name / os.fsdecode(b"img\xe9.png" if i == 0 else b"img.png")).write_bytes(png_bytes(400 + i))
+    keys = open_source(root).shards()
+    assert len(keys) == 3 and all(k.encode("utf-8") for k in keys)
+    settings = make_settings(root, tmp_path / "dagster", max_failed_fraction=1.0, batch_size=4)
+    defs = build_definitions(settings)
+    with dg.instance_for_test() as instance:
+        register(instance, keys)
+        for key in keys:
+            result = run_job(defs, instance, "ingest_shards", [key])
+            assert result.success and materialization(result, "raw_images")["ok"] == 1
+    warehouse = Warehouse(root=settings.warehouse)
+    assert warehouse.partitions("raw_images") == sorted(keys)  # cut file names map back to their keys
+    assert all(len(p.name.encode()) <= 255 for p in warehouse.asset_dir("raw_images").iterdir())

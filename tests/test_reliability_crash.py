@@ -70,7 +70,8 @@ def _assert_output_and_database_agree(out: Path, db_url: str, expected_ids: set[
         versions = store.stage_versions("fused_attributes")
         assert len(versions) == 1, versions
         assert store.count("fused_attributes") == len(expected_ids)  # exactly one cached result per image
-        cached = store.get_many("fused_attributes", versions[0], ids)
+        # keyed by image and tags: read them all back (one per image here, each with its own tags)
+        cached = {r.image_id: r for r in store.iter_results("fused_attributes", versions[0])}
     assert set(cached) == expected_ids
     for row in rows:
         _assert_same_result(cached[row["image_id"]].payload, row)
@@ -118,7 +119,7 @@ def test_charattr_batch_killed_then_rerun_loses_and_duplicates_nothing(fault, so
     assert _stage_counts(rerun.stderr, "fused_attributes") == (N_IMAGES - fused_cached, fused_cached)
     assert _stage_counts(rerun.stderr, "tag_parses") == (N_IMAGES - fused_cached - tags_cached, tags_cached)
     assert _stage_counts(rerun.stderr, "clip_embeddings") == (N_IMAGES - fused_cached - clip_cached, clip_cached)
-    assert not out.with_name(out.name + ".tmp").exists()
+    assert not list(tmp_path.glob(".out.parquet.*"))  # the killed run's temporary file is gone too
     _assert_output_and_database_agree(out, db_url, _image_ids(source))
 
 

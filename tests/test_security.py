@@ -32,7 +32,7 @@ from charattr_dagster.warehouse import Warehouse
 from dagster_testing import make_settings, register, run_job
 
 REPO = Path(__file__).resolve().parents[1]
-CODE_DIRS = ("charattr_core", "charattr_dagster", "benchmarks")
+CODE_DIRS = ("charattr_core", "charattr_dagster", "charattr_app", "benchmarks")
 
 # -- no pickles -------------------------------------------------------------------------------
 
@@ -304,3 +304,94 @@ def test_tar_member_names_with_dot_dot_are_only_keys(tmp_path):
     assert results[0][0].raw_tags == "1girl"
     assert not (tmp_path / "escape.png").exists() and not Path("/abs/olute.png").exists()
     assert not [p for p in opened_paths if "escape" in p or p.startswith("/abs")]
+
+
+# -- crafted tar shards cannot hang or flood a run (issue 10) -------------------------------------
+
+# Reads a shard in a child process, so that a reader that loops (as Python 3.11's tarfile does on
+# these files) fails the test at the time limit instead of hanging the suite.
+_READ_SHARD = """
+import json, sys
+from charattr_core.sources import open_source
+source = open_source(sys.argv[1])
+items = [(i.uri.rpartition("#")[2], i.error) for shard in source.shards() for i in source.read(shard)]
+print(json.dumps(items))
+"""
+
+
+@pytest.mark.parametrize("kind, reason", [("negative", "negative member size"), ("pax", "extended header"),
+                                          ("pax_negative", "points back")])
+def test_a_crafted_tar_header_becomes_one_failed_item_at_once(tmp_path, kind, reason):
+    import json
+    import subprocess
+
+    from badinput import crafted_tar
+    crafted_tar(tmp_path / "bad.tar", kind)
+    done = subprocess.run([sys.executable, "-c", _READ_SHARD, str(tmp_path / "bad.tar")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    items = json.loads(done.stdout)
+    assert [name for name, _error in items] == ["a.jpg", ""]  # the member before the damage, then the shard
+    assert items[0][1] is None and reason in items[1][1] and items[1][1].startswith("unreadable tar file")
+
+
+def test_the_tar_guard_checks_every_header_of_an_extended_header_chain(tmp_path):
+    from charattr_core.sources.targuard import MAX_EXTENDED_HEADER, check_header_chain
+
+    def header(kind: bytes, size: int) -> bytes:
+        block = bytearray(512)
+        block[0:5] = b"x.jpg"
+        block[124:136] = b"%011o\0" % size
+        block[156:157] = kind
+        return bytes(block)
+
+    small = header(b"x", 100) + b"a" * 512  # a pax header of 100 bytes, then a second, huge one
+    huge = header(b"L", MAX_EXTENDED_HEADER + 1)
+    data = small + huge + b"\0" * (MAX_EXTENDED_HEADER + 2048)
+    with pytest.raises(tarfile.ReadError, match="extended header at byte 1,024"):
+        check_header_chain(io.BytesIO(data), 0, len(data))
+    check_header_chain(io.BytesIO(small + header(b"0", 10) + b"\0" * 1024), 0, len(small) + 1536)  # a plain member
+
+
+# -- database URLs: everything between scheme and host is secret (issue 10) ------------------------
+
+
+@pytest.mark.parametrize("url", ["postgresql://bob:p@ss@w0rd@db.example:5432/x",
+                                 "postgresql+psycopg://bob:tail@end@127.0.0.1:1/x",
+                                 "postgresql://bob:a:b@c@db.example/x"])
+def test_a_password_with_an_unencoded_at_sign_never_shows(url, tmp_path):
+    from charattr_core.store import ResultStore, redact_url
+    secret = url.split("://", 1)[1].rsplit("@", 1)[0].split(":", 1)[1]
+    pieces = [secret] + [secret.split("@", k)[-1] for k in range(1, secret.count("@") + 1)]
+    assert all(piece not in redact_url(url).split("://", 1)[1] for piece in pieces), redact_url(url)
+    assert redact_url(url).endswith(url.rsplit("@", 1)[1]) and ":***@" in redact_url(url)
+    with pytest.raises(ConfigError) as caught:
+        ResultStore(url)
+    message = str(caught.value)
+    assert not [p for p in pieces if p in message.split("://", 1)[1].split("/", 1)[0]], message
+    assert "%40" in message  # and it says how to write the password
+
+
+def test_a_driver_message_quoting_the_misparsed_host_is_scrubbed():
+    from charattr_core.store import ResultStore
+    store = ResultStore.__new__(ResultStore)
+    from charattr_core.store import _raw_secrets
+    store._secrets = sorted(_raw_secrets("postgresql://bob:p@ss@db.example/x"), key=len, reverse=True)
+    reason = store._reason(Exception('failed to resolve host "ss@db.example": Name or service not known'))
+    assert "ss@" not in reason and '"***@db.example"' in reason
+
+
+# -- a vocabulary cannot overwrite output columns (issue 10) --------------------------------------
+
+
+@pytest.mark.parametrize("key, words", [("image_id", "output column 'image_id'"),
+                                        ("gender_confidence", "confidence column of the attribute 'gender'"),
+                                        ("notes", "output column 'notes'")])
+def test_a_vocabulary_attribute_named_like_an_output_column_is_refused(tmp_path, key, words):
+    from charattr_core.schema import DEFAULT_VOCABULARY_PATH, load_vocabulary
+    text = DEFAULT_VOCABULARY_PATH.read_text(encoding="utf-8")
+    text += f'\n[attributes.{key}]\nlabel = "X"\n[attributes.{key}.values.a]\ntags = ["a"]\nprompts = ["a"]\n'
+    path = tmp_path / "vocab.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        load_vocabulary(path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import errno
 import json
 import os
@@ -260,15 +262,17 @@ def test_parquet_columns_can_be_named(tmp_path: Path) -> None:
     pq.write_table(pa.table({"pic": [png_bytes()], "labels": ["1girl"], "tags": ["wrong column"]}), path)
     (item,) = open_source(path, image_column="pic", tags_column="labels").read("custom.parquet")
     assert item.error is None and item.data == png_bytes() and item.tags == "1girl"
-    with pytest.raises(ConfigError, match="no column 'photo'"):
-        list(open_source(path, image_column="photo").read("custom.parquet"))
+    (item,) = open_source(path, image_column="photo").read("custom.parquet")
+    assert item.data is None and "no column 'photo'" in item.error
 
 
-def test_parquet_without_an_image_column_is_a_config_error(tmp_path: Path) -> None:
+def test_parquet_without_an_image_column_is_one_failed_item(tmp_path: Path) -> None:
+    # One metadata file among the data files must not stop the run: it becomes one failed item.
     path = tmp_path / "meta.parquet"
     pq.write_table(pa.table({"id": [1], "caption": ["x"]}), path)
-    with pytest.raises(ConfigError, match="no image column .* columns: id, caption"):
-        list(open_source(path).read("meta.parquet"))
+    (item,) = open_source(path).read("meta.parquet")
+    assert item.data is None and item.uri == str(path)
+    assert re.search("no image column .* columns: id, caption", item.error)
 
 
 def test_not_a_parquet_file_becomes_a_failed_item(tmp_path: Path) -> None:
@@ -363,3 +367,30 @@ def test_real_images_are_all_valid_with_the_sizes_the_manifest_gives() -> None:
         record = records[str(SHARED_IMAGES / entry["file"])]
         if entry.get("width"):
             assert (record.width, record.height) == (entry["width"], entry["height"]), entry["file"]
+
+
+# -- issue 10: Hugging Face snapshots, symlinked shards ---------------------------------------
+
+
+def test_a_hugging_face_snapshot_folder_reads_its_symlinked_parquet_files(tmp_path: Path) -> None:
+    repo = tmp_path / "hub" / "datasets--user--chars"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot = repo / "snapshots" / "0123abcd"
+    (snapshot / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"image": [png_bytes(7)], "tags": ["1girl"]}), repo / "blobs" / "9f8e7d")
+    (snapshot / "data" / "train-00000.parquet").symlink_to("../../../blobs/9f8e7d")  # as huggingface_hub does
+    source = open_source(snapshot)
+    assert source.kind == "parquet" and source.shards() == ["data/train-00000.parquet"]
+    (item,) = source.read("data/train-00000.parquet")
+    assert item.error is None and item.data == png_bytes(7) and source.load_bytes(item.uri) == png_bytes(7)
+
+
+def test_symlinked_shards_pointing_elsewhere_are_skipped_and_said(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pq.write_table(pa.table({"image": [png_bytes(8)]}), elsewhere / "x.parquet")
+    root = tmp_path / "src"
+    root.mkdir()
+    (root / "x.parquet").symlink_to(elsewhere / "x.parquet")
+    with pytest.raises(ConfigError, match=r"1 \.parquet symlink\(s\) point outside it and were skipped"):
+        open_source(root)

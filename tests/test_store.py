@@ -200,7 +200,7 @@ def test_put_fused_upserts_and_iter_fused_streams(store_url):
     assert only_f1[0]["confidence"] == 0.75 and only_f1[0]["source_uri"] == "file:///img-00000.png"
     assert [(r["stage_version"], r["image_id"]) for r in everything] == \
         [("f1", i) for i in _ids(12)] + [("f2", i) for i in _ids(5)]
-    assert set(everything[0]) == {"image_id", "stage_version", "source_uri", "confidence", "strategy",
+    assert set(everything[0]) == {"image_id", "stage_version", "tags_digest", "source_uri", "confidence", "strategy",
                                   "payload", "created_at"}
 
 
@@ -427,7 +427,7 @@ def test_postgres_reconnects_after_the_server_drops_its_connections(store_url):
 def test_schema_version_is_recorded_and_a_newer_schema_is_refused(store_url):
     with ResultStore(store_url) as store:
         with store.engine.begin() as conn:
-            assert conn.execute(sa.select(schema_version.c.version)).scalars().all() == [store_module.SCHEMA_VERSION]
+            assert conn.execute(sa.select(schema_version.c.version)).scalars().all() == list(range(1, store_module.SCHEMA_VERSION + 1))
             conn.execute(sa.insert(schema_version).values(version=99, applied_at=datetime.now(timezone.utc)))
     with pytest.raises(StoreError, match="schema version 99.*upgrade charattr") as info:
         ResultStore(store_url)

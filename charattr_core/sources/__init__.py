@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from .base import IMAGE_EXTENSIONS, ROOT_SHARD, Source, SourceReadError, is_hidden, is_image_name, shard_key, shard_relpath
 from .folder import FolderSource
-from .parquet import ParquetSource
+from .parquet import ParquetSource, is_charattr_output
 from .tagtext import MAX_TAGS_BYTES
 from .validate import DEFAULT_MAX_PIXELS, inspect_image, read_images
 from .webdataset import WebDatasetSource
@@ -53,7 +53,10 @@ def open_source(path: str | os.PathLike[str], *, kind: str | None = None, image_
     else:
         source = FolderSource(root, max_tags_bytes=max_tags_bytes)
     if not source.shards():
-        raise ConfigError(f"Source path {root} holds no readable images, .parquet files or .tar shards.")
+        skipped = getattr(source, "skipped_links", [])
+        why = (f" ({len(skipped)} {source.suffix} symlink(s) point outside it and were skipped, e.g. "  # type: ignore[attr-defined]
+               f"{skipped[0]})" if skipped else "")
+        raise ConfigError(f"Source path {root} holds no readable images, .parquet files or .tar shards{why}.")
     return source
 
 
@@ -83,7 +86,8 @@ def detect_kind(root: Path) -> str:
                 if entry.is_dir(follow_symlinks=False):
                     below.append(Path(entry.path))
                 elif entry.name.lower().endswith(".parquet"):
-                    found.add("parquet")
+                    if not is_charattr_output(Path(entry.path)):  # results written into the folder
+                        found.add("parquet")
                 elif entry.name.lower().endswith(".tar"):
                     found.add("webdataset")
                 elif is_image_name(entry.name):

@@ -21,7 +21,6 @@ Layout and rules:
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import stat
@@ -30,8 +29,10 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import ConfigError
-from ..records import SourceItem
-from .base import ROOT_SHARD, Source, SourceReadError, is_hidden, is_image_name, is_within, shard_key, shard_relpath
+from ..records import SourceItem, raw_uri
+from .base import MAX_IMAGE_BYTES, ROOT_SHARD, too_big
+from .base import Source, SourceReadError, is_hidden, is_image_name, is_within, shard_key, shard_relpath
+from .base import os_reason as _os_reason
 from .tagtext import MAX_TAGS_BYTES, TagTextError, check_size, decode_tag_text
 
 log = logging.getLogger(__name__)
@@ -151,12 +152,15 @@ class FolderSource(Source):
                 raise SourceReadError("not a regular file")
             if max_bytes is not None:
                 check_size(path.name, info.st_size, max_bytes)
+            elif info.st_size > MAX_IMAGE_BYTES:
+                raise SourceReadError(too_big(info.st_size))
             try:
                 return f.read() if max_bytes is None else f.read(max_bytes + 1)
             except OSError as exc:
                 raise SourceReadError(_os_reason(exc, path)) from None
 
     def load_bytes(self, uri: str) -> bytes:
+        uri = raw_uri(uri)
         path = Path(os.path.normpath(uri))
         if not path.is_absolute() or not is_within(path, self.root) or str(path) != uri:
             raise SourceReadError(f"Uri {uri!r} is not a file of the folder source {self.root}.")
@@ -219,16 +223,3 @@ def _contains_image(directory: Path) -> bool:
             return True
         stack.extend(current / d for d in dirs)
     return False
-
-
-def _os_reason(exc: OSError, path: Path) -> str:
-    """A short, lower-case reason for an OS error on `path`."""
-    if exc.errno == errno.ELOOP:
-        return "symlink loop"
-    if exc.errno == errno.ENOENT:
-        return "broken symlink (its target does not exist)" if os.path.islink(path) else "it no longer exists"
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return "permission denied"
-    if exc.errno == errno.EISDIR:
-        return "is a folder, not a file"
-    return (exc.strerror or str(exc)).lower()

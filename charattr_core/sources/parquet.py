@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError
-from ..records import SourceItem
-from .base import FileShardSource, SourceReadError
+from ..records import SourceItem, raw_uri
+from .base import FileShardSource, SourceReadError, one_line, open_regular_file
 from .tagtext import TagTextError, tag_value_to_text
 
 IMAGE_COLUMNS = ("image", "img", "jpg", "jpeg", "png", "webp", "image_bytes", "bytes")
@@ -61,32 +61,40 @@ class ParquetSource(FileShardSource):
         self._lock = threading.Lock()
         self._cached: _CachedRowGroup | None = None  # the last row group `load_bytes` read
 
+    def _wanted(self, path: Path) -> bool:
+        """charattr's own outputs (results / failures written into the folder) are not sources."""
+        return not is_charattr_output(path)
+
     def read(self, shard: str) -> Iterator[SourceItem]:
         path = self._shard_file(shard)
         try:
-            pf = pq.ParquetFile(path)
-        except (OSError, pa.ArrowException) as exc:
-            yield SourceItem(uri=str(path), shard=shard, data=None, error=f"unreadable parquet file: {exc}")
-            return
-        with pf:
-            cols = self._columns(pf.schema_arrow, path)
-            wanted = [cols.image] + ([cols.tags] if cols.tags else [])
-            row = 0
-            for group in range(pf.num_row_groups):
-                stop = row + pf.metadata.row_group(group).num_rows
-                try:
-                    for batch in pf.iter_batches(batch_size=self.batch_size, row_groups=[group], columns=wanted,
-                                                 use_threads=False):
-                        for item in _batch_items(batch, cols, path, shard, row):
-                            yield item
-                            row += 1
-                except (OSError, pa.ArrowException) as exc:
-                    reason = f"unreadable parquet row group {group}: {exc}"
-                    yield from (SourceItem(uri=_uri(path, r), shard=shard, data=None, error=reason)
-                                for r in range(row, stop))
-                row = stop
+            with open_regular_file(path) as f, pq.ParquetFile(f) as pf:
+                cols = self._columns(pf.schema_arrow, path)
+                yield from self._read_rows(pf, cols, path, shard)
+        except (SourceReadError, ConfigError, OSError, pa.ArrowException) as exc:
+            # The whole file is unusable (not a file, not Parquet, no image column): one failed
+            # item for it, and the other shards go on.
+            yield SourceItem(uri=str(path), shard=shard, data=None, error=f"unreadable parquet file: {one_line(exc)}")
+
+    def _read_rows(self, pf: pq.ParquetFile, cols: "_Columns", path: Path, shard: str) -> Iterator[SourceItem]:
+        wanted = [cols.image] + ([cols.tags] if cols.tags else [])
+        row = 0
+        for group in range(pf.num_row_groups):
+            stop = row + pf.metadata.row_group(group).num_rows
+            try:
+                for batch in pf.iter_batches(batch_size=self.batch_size, row_groups=[group], columns=wanted,
+                                             use_threads=False):
+                    for item in _batch_items(batch, cols, path, shard, row):
+                        yield item
+                        row += 1
+            except (OSError, pa.ArrowException) as exc:
+                reason = f"unreadable parquet row group {group}: {exc}"
+                yield from (SourceItem(uri=_uri(path, r), shard=shard, data=None, error=reason)
+                            for r in range(row, stop))
+            row = stop
 
     def load_bytes(self, uri: str) -> bytes:
+        uri = raw_uri(uri)
         file_part, mark, row_text = uri.rpartition(ROW_MARK)
         if not mark or not row_text.isdigit():
             raise SourceReadError(f"Uri {uri!r} is not a Parquet row uri like <file>{ROW_MARK}<n>.")
@@ -105,7 +113,7 @@ class ParquetSource(FileShardSource):
             if hit is not None and hit.path == path and hit.start <= row < hit.stop:
                 return hit
             try:
-                with pq.ParquetFile(path) as pf:
+                with open_regular_file(path) as f, pq.ParquetFile(f) as pf:
                     cols = self._columns(pf.schema_arrow, path)
                     start = 0
                     for group in range(pf.num_row_groups):
@@ -115,8 +123,8 @@ class ParquetSource(FileShardSource):
                             self._cached = _CachedRowGroup(path, start, stop, images, cols)
                             return self._cached
                         start = stop
-            except (OSError, pa.ArrowException) as exc:
-                raise SourceReadError(f"Cannot read {uri}: {exc}.") from None
+            except (OSError, pa.ArrowException, ConfigError) as exc:
+                raise SourceReadError(f"Cannot read {uri}: {one_line(exc)}.") from None
             raise SourceReadError(f"Cannot read {uri}: the file has only {start} rows.")
 
     def _columns(self, schema: pa.Schema, path: Path) -> _Columns:
@@ -135,7 +143,13 @@ class ParquetSource(FileShardSource):
         tags = _find(names, (self.tags_column,) if self.tags_column else TAGS_COLUMNS)
         if self.tags_column is not None and tags is None:
             raise ConfigError(f"Parquet file {path} has no column {self.tags_column!r} (columns: {listed}).")
+        for name in (image, tags):
+            if name is not None and names.count(name) > 1:
+                raise ConfigError(f"Parquet file {path} has {names.count(name)} columns named {name!r}, so which one "
+                                  "to read is ambiguous; rename all but one.")
         image_type = schema.field(image).type
+        if pa.types.is_dictionary(image_type):  # dictionary-encoded bytes read as plain values
+            image_type = image_type.value_type
         return _Columns(image=image, image_kind=_image_kind(image_type), image_type=str(image_type), tags=tags)
 
 
@@ -152,7 +166,7 @@ def _batch_items(batch: pa.RecordBatch, cols: _Columns, path: Path, shard: str, 
                 tag_text = tag_value_to_text(tags[i], f"column {cols.tags!r}")
             except TagTextError as exc:
                 tags_error = f"unreadable tags cell: {exc}"
-        reasons = [r for r in (error, tags_error) if r]
+        reasons = [one_line(r) for r in (error, tags_error) if r]
         yield SourceItem(uri=_uri(path, first_row + i), shard=shard, data=data, tags=tag_text,
                          error="; ".join(reasons) or None)
 
@@ -188,7 +202,8 @@ def _is_bytes(t: pa.DataType) -> bool:
 
 
 def _only_bytes_column(schema: pa.Schema) -> str | None:
-    candidates = [f.name for f in schema if _image_kind(f.type)]
+    candidates = [f.name for f in schema
+                  if _image_kind(f.type.value_type if pa.types.is_dictionary(f.type) else f.type)]
     return candidates[0] if len(candidates) == 1 else None
 
 
@@ -200,3 +215,19 @@ def _find(names: list[str], wanted: tuple[str, ...]) -> str | None:
 
 def _uri(path: Path, row: int) -> str:
     return f"{path}{ROW_MARK}{row}"
+
+
+# Columns that mark a table written by charattr (`charattr batch --out` / `--failures`).
+OUTPUT_MARKERS = (frozenset({"image_id", "source_uri", "versions", "strategy"}),
+                   frozenset({"source_uri", "image_id", "error"}))
+
+
+def is_charattr_output(path: Path) -> bool:
+    """Whether the Parquet file at `path` is a results or failures table charattr wrote (by its
+    columns, so that outputs written before the marker existed are recognised too)."""
+    try:
+        with open_regular_file(path) as f:
+            names = frozenset(pq.read_schema(f).names)
+    except (SourceReadError, OSError, pa.ArrowException):
+        return False  # reading the shard reports what is wrong with it
+    return any(marker <= names for marker in OUTPUT_MARKERS) and not names & {n.lower() for n in IMAGE_COLUMNS}

@@ -1,6 +1,6 @@
 """Turning the bytes of a tags file (a folder sidecar, a tar member) into a tag string, or a reason.
 
-Accepted: UTF-8 (a BOM is dropped) and UTF-16 with a BOM (what Windows Notepad writes). Refused,
+Accepted: UTF-8 (a BOM is dropped), UTF-16 with a BOM (what Windows Notepad writes) and UTF-32 with a BOM. Refused,
 with a reason: files over the size limit, binary content (NUL bytes), other encodings. An empty
 file is valid and means "no tags". Surrounding whitespace is stripped.
 """
@@ -27,9 +27,14 @@ def check_size(name: str, size: int, max_bytes: int = MAX_TAGS_BYTES) -> None:
 def decode_tag_text(raw: bytes, name: str, max_bytes: int = MAX_TAGS_BYTES) -> str:
     """The tag string in `raw` (the content of the tags file `name`); raises `TagTextError`."""
     check_size(name, len(raw), max_bytes)
+    if raw.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):  # before UTF-16: FF FE 00 00 starts like FF FE
+        try:
+            return _no_nul(raw.decode("utf-32").strip(), name)
+        except UnicodeDecodeError as exc:
+            raise TagTextError(f"{name} has a UTF-32 byte-order mark but is not valid UTF-32 ({exc.reason})") from None
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         try:
-            return raw.decode("utf-16").strip()
+            return _no_nul(raw.decode("utf-16").strip(), name)
         except UnicodeDecodeError as exc:
             raise TagTextError(f"{name} has a UTF-16 byte-order mark but is not valid UTF-16 ({exc.reason})") from None
     if b"\x00" in raw:
@@ -40,6 +45,12 @@ def decode_tag_text(raw: bytes, name: str, max_bytes: int = MAX_TAGS_BYTES) -> s
         raise TagTextError(
             f"{name} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save it as UTF-8"
         ) from None
+
+
+def _no_nul(text: str, name: str) -> str:
+    if "\x00" in text:
+        raise TagTextError(f"{name} contains NUL characters, so it is binary, not text")
+    return text
 
 
 def tags_from_json(raw: bytes, name: str, max_bytes: int = MAX_TAGS_BYTES) -> str | None:

@@ -31,7 +31,7 @@ from typing import Iterator
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from ..records import ImageRecord, SourceItem
-from .base import Source
+from .base import Source, one_line
 from .hashing import content_hash
 
 DEFAULT_MAX_PIXELS = 89_478_485  # = PipelineConfig.max_image_pixels (Pillow's default limit)
@@ -59,7 +59,7 @@ def inspect_image(item: SourceItem, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
             problem = str(exc)
         except Exception as exc:  # noqa: BLE001 - one bad image must never stop a batch
             problem = f"unexpected {type(exc).__name__} while decoding: {exc}"
-    reasons = [r for r in (item.error, problem) if r]
+    reasons = [one_line(r) for r in (item.error, problem) if r]
     if reasons:
         record.status, record.error = "failed", "; ".join(reasons)
     return record

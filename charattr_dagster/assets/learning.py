@@ -26,9 +26,9 @@ import dagster as dg
 import xxhash
 from dagster import AssetExecutionContext
 
-from charattr_core.errors import ConfigError
 from charattr_core.schema import Vocabulary
 
+from ..artifacts import policy_in_use, probes_in_use
 from ..asset_keys import ATTRIBUTE_PROBES, CLIP_EMBEDDINGS, FUSION_POLICY, RAW_IMAGES, TAG_PARSES
 from ..metadata import Stopwatch
 from ..partitions import SHARDS
@@ -47,29 +47,12 @@ TRAINING_STATE = "training_state.json"
 def load_probes(warehouse: Warehouse, vocabulary: Vocabulary, model_key: str | None):
     """The trained probes for this CLIP model and vocabulary, or None (none trained, or trained for
     another model/vocabulary: those are ignored rather than misapplied)."""
-    from charattr_core.probes import AttributeProbes
-
-    folder = warehouse.asset_dir(ATTRIBUTE_PROBES)
-    if model_key is None or not (folder / "probes.json").is_file():
-        return None
-    try:
-        probes = AttributeProbes.load(folder, vocabulary, model_key)
-    except ConfigError:
-        return None
-    return probes if probes.heads else None
+    return probes_in_use(warehouse, vocabulary, model_key)[0]
 
 
-def load_policy(warehouse: Warehouse, vocabulary: Vocabulary):
-    """The trained fusion policy for this vocabulary, or None."""
-    from charattr_core.policy import FusionPolicy
-
-    folder = warehouse.asset_dir(FUSION_POLICY)
-    if not (folder / "policy.json").is_file():
-        return None
-    try:
-        return FusionPolicy.load(folder, vocabulary)
-    except ConfigError:
-        return None
+def load_policy(warehouse: Warehouse, vocabulary: Vocabulary, model_key: str | None):
+    """The published fusion policy for this CLIP model and vocabulary, or None."""
+    return policy_in_use(warehouse, vocabulary, model_key)[0]
 
 
 def _save_atomically(save: Callable[[Path], Any], folder: Path) -> None:
@@ -234,7 +217,7 @@ def build_fusion_policy(code_version: str) -> dg.AssetsDefinition:
         stamps = {k: _content_stamp(warehouse.path(TAG_PARSES, k), warehouse.path(CLIP_EMBEDDINGS, k)) for k in shards}
         state_file = folder / TRAINING_STATE
         state = json.loads(state_file.read_text()) if state_file.is_file() else {}
-        current = load_policy(warehouse, vocabulary)  # the published one, scored beside the candidate
+        current = load_policy(warehouse, vocabulary, model_key)  # the published one, scored beside the candidate
         seen = state.get("shards", {})
         warm = (current is not None and state.get("signature") == signature
                 and all(stamps.get(k) == v for k, v in seen.items()))
@@ -242,8 +225,8 @@ def build_fusion_policy(code_version: str) -> dg.AssetsDefinition:
         candidate = train_policy(  # warm start from a second copy: training updates it in place
             _examples(warehouse, new_shards, "policy_train", vocabulary, scorer, probes, user_labels,
                       thresholds.accept, settings.batch_size),
-            vocabulary, previous=load_policy(warehouse, vocabulary) if warm else None, thresholds=thresholds,
-            default_strategy=config.fusion_strategy)
+            vocabulary, previous=load_policy(warehouse, vocabulary, model_key) if warm else None, thresholds=thresholds,
+            default_strategy=config.fusion_strategy, model_key=model_key)
 
         report = evaluate(_examples(warehouse, shards, "holdout", vocabulary, scorer, probes, user_labels,
                                     thresholds.accept, settings.batch_size, limit=settings.max_eval_images),

@@ -16,8 +16,9 @@ from dagster import AssetExecutionContext
 
 from charattr_core.records import FusedAttributes
 from charattr_core.stages import (STAGE_FUSED, Codec, StageCounts, fuse_batch, fused_stage_version, fused_versions,
-                                  run_cached)
+                                  run_cached, tags_key)
 
+from ..artifacts import signals_in_use
 from ..checks import EstimateTally, estimate_specs
 from ..asset_keys import (ATTRIBUTE_PROBES, CLIP_EMBEDDINGS, FUSED_ATTRIBUTES, FUSION_POLICY, RAW_IMAGES,
                           TAG_PARSES)
@@ -26,7 +27,6 @@ from ..partitions import shards_partitions
 from ..resources import STORE_RETRY_POLICY, ClipModelResource, PipelineSettings, ResultStoreResource
 from ..tables import iter_signals
 from ..warehouse import Warehouse
-from .learning import load_policy, load_probes
 
 FUSED_CODEC: Codec[FusedAttributes] = Codec(
     encode=lambda f: (f.to_record(), None), decode=lambda _i, payload, _b: FusedAttributes.from_record(payload))
@@ -57,9 +57,17 @@ def require_inputs(warehouse: Warehouse, shard: str, with_embeddings: bool) -> N
                          "failed blocking check); materialize them for this shard first.", allow_retries=False)
 
 
-def _store_row(fused: FusedAttributes) -> dict[str, Any]:
-    return {"image_id": fused.image_id, "source_uri": fused.source_uri, "confidence": fused.confidence,
-            "strategy": fused.strategy, "payload": fused.to_record()}
+NO_EMBEDDING_NOTE = "clip embedding missing: clip_embeddings failed for this image (see its error column)"
+
+
+def fused_key(record) -> tuple[str, str]:
+    """The identity of a fused row: the image and its tags (`stages.tags_key`)."""
+    return record.image_id, tags_key(record.tags_digest)
+
+
+def _store_row(fused: FusedAttributes, tags: str) -> dict[str, Any]:
+    return {"image_id": fused.image_id, "tags_digest": tags, "source_uri": fused.source_uri,
+            "confidence": fused.confidence, "strategy": fused.strategy, "payload": fused.to_record()}
 
 
 def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy) -> dg.AssetsDefinition:
@@ -84,11 +92,11 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
         store = results_store.open()
         unavailable = clip.unavailable_reason()
         model_key = None if unavailable else clip.model_key()
-        probes = load_probes(warehouse, vocabulary, model_key)
-        policy = load_policy(warehouse, vocabulary) if settings.use_learned_policy else None
+        probes, policy, signals = signals_in_use(warehouse, vocabulary, model_key, unavailable,
+                                                 settings.use_learned_policy, config.fusion_strategy)
         versions = fused_versions(vocabulary, model_key, probes, policy, config.fusion_strategy, thresholds)
         version = fused_stage_version(versions)
-        notes = (f"clip unavailable: {unavailable}",) if unavailable else ()
+        notes = ((f"clip unavailable: {unavailable}",) if unavailable else ()) + signals.notes()
         scorer = None if unavailable else lazy_zero_shot(clip, vocabulary)
 
         ledger, tally = StageLedger(FUSED_ATTRIBUTES, warehouse), EstimateTally(vocabulary)
@@ -108,36 +116,53 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
                     missing["tag_parses"] += len(batch) - len(parses)
                     missing["clip_embeddings"] += len(batch) - len(embeddings)
 
-                    fresh: set[str] = set()  # fused now (new images, or edited tags)
+                    fresh: set[tuple[str, str]] = set()  # keys fused now (new images, or other tags)
 
-                    def compute(rs):
-                        fresh.update(r.image_id for r in rs)
+                    def compute(rs, extra_notes=()):
+                        fresh.update(fused_key(r) for r in rs)
                         return fuse_batch(rs, parses, embeddings, vocabulary=vocabulary, zero_shot_scorer=scorer,
                                           probes=probes, policy=policy, strategy=config.fusion_strategy,
-                                          thresholds=thresholds, versions=versions, notes=notes)
+                                          thresholds=thresholds, versions=versions, notes=notes + extra_notes)
 
-                    fused, batch_counts = run_cached(records, lambda r: r.image_id, compute, FUSED_CODEC, store,
-                                                     STAGE_FUSED, version, tags_digest=lambda r: r.tags_digest)
+                    # An image whose embedding failed (unreadable, or changed since it was ingested) is
+                    # fused without CLIP, never cached under versions that say CLIP, and kept out of
+                    # the product table; its Parquet row says why.
+                    complete = [i for i, r in enumerate(records) if unavailable or r.image_id in embeddings]
+                    incomplete = [i for i, r in enumerate(records) if not (unavailable or r.image_id in embeddings)]
+                    fused: list[FusedAttributes | None] = [None] * len(records)
+                    done, batch_counts = run_cached([records[i] for i in complete], lambda r: r.image_id, compute,
+                                                    FUSED_CODEC, store, STAGE_FUSED, version,
+                                                    tags_digest=lambda r: r.tags_digest)
                     counts += batch_counts
+                    for i, f in zip(complete, done):
+                        fused[i] = f
+                    if incomplete:
+                        for i, f in zip(incomplete, compute([records[i] for i in incomplete], (NO_EMBEDDING_NOTE,))):
+                            fused[i] = f
+                        counts.computed += len(incomplete)
                     rows = []
                     for record, f in zip(records, fused):
+                        assert f is not None
                         f.source_uri = record.source_uri  # the same bytes may live at several paths
                         tally.add(f.image_id, f.attributes, f.confidence)
                         strategies[f.strategy] = strategies.get(f.strategy, 0) + 1
                         rows.append(f.to_flat())
                     out.write_rows(rows)
                     # The product table gets what it lacks: rows fused now, and cached rows missing
-                    # after a crash between the two writes. A re-run then writes nothing.
-                    cached = [f.image_id for f in fused if f.image_id not in fresh]
-                    present = store.fused_ids(version, cached) if cached else set()
-                    needed = [_store_row(f) for f in fused if f.image_id in fresh or f.image_id not in present]
+                    # after a crash between the two writes. A re-run then writes nothing. One row per
+                    # image and tags: the same picture under other tags is another answer.
+                    keys = {i: fused_key(records[i]) for i in complete}
+                    cached = [k for k in keys.values() if k not in fresh]
+                    present = store.fused_keys(version, cached) if cached else set()
+                    needed = {k: _store_row(fused[i], k[1]) for i, k in keys.items() if k in fresh or k not in present}
                     if needed:
-                        database_rows += store.put_fused(version, needed)
+                        database_rows += store.put_fused(version, list(needed.values()))
             ledger.add(shard, counts, out.rows)
         metadata = ledger.metadata()
         metadata.update({
             "stage_version": version, "versions": dg.MetadataValue.json(versions),
             "clip_used": unavailable is None, "probes_used": probes is not None, "policy_used": policy is not None,
+            "signals": dg.MetadataValue.json(signals.describe()),
             "strategies": dg.MetadataValue.json(strategies), "images_without": dg.MetadataValue.json(missing),
             "value_distribution": tally.distribution(), "database": results_store.redacted_url(),
             "database_rows_written": database_rows,

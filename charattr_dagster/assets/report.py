@@ -9,6 +9,7 @@ UI, and a standalone HTML report (plus the PNGs) under the reports folder.
 import html
 import json
 import os
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
@@ -48,10 +49,12 @@ class ReportTally:
         self.overall_confidence = np.zeros(len(CONFIDENCE_BINS) - 1, dtype=np.int64)
         self.label_score: Counter[str] = Counter()
         self.label_count: Counter[str] = Counter()
+        self.signals: Counter[tuple[str, str, str]] = Counter()  # (clip, probes, policy) -> images
 
     def columns(self) -> list[str]:
         keys = list(self.vocabulary.keys)
-        return ["image_id", "confidence", "attribute_strategies", "evidence", *keys, *(f"{k}_confidence" for k in keys)]
+        return ["image_id", "confidence", "attribute_strategies", "evidence", "versions", "notes", *keys,
+                *(f"{k}_confidence" for k in keys)]
 
     def add_rows(self, rows: list[dict[str, Any]]) -> None:
         from charattr_core.evaluation import answer_score
@@ -62,6 +65,7 @@ class ReportTally:
             self.rows += 1
             evidence = json.loads(row["evidence"] or "{}")
             self.strategies.update(json.loads(row["attribute_strategies"] or "{}").values())
+            self.signals[signals_of(json.loads(row["versions"] or "{}"), row["notes"] or "")] += 1
             labels = self.labels.get(row["image_id"], {})
             for attr in self.vocabulary.attributes:
                 key = attr.key
@@ -109,6 +113,24 @@ def known_labels(source_path: str, labels_path: str | None, vocabulary: Vocabula
     return labels, ", ".join(origins) or None
 
 
+# Notes are joined with "; ", which reasons may contain too: split at the known prefixes only.
+_NOTE_PREFIXES = "clip unavailable|probes not used|policy not used|clip embedding missing"
+_NOTE = re.compile(rf"({_NOTE_PREFIXES}): (.*?)(?=; (?:{_NOTE_PREFIXES}): |$)")
+
+
+def signals_of(versions: Mapping[str, str], notes: str) -> tuple[str, str, str]:
+    """(clip, probes, policy) of one fused row, each "used: ..." or "not used: why", from the versions
+    that made it and its notes."""
+    reasons = {m.group(1): m.group(2) for m in _NOTE.finditer(notes)}
+    clip = versions.get("clip_embeddings")
+    policy = versions.get("fusion_policy")
+    return (f"used: {clip.split('+', 1)[-1]}" if clip else f"not used: {reasons.get('clip unavailable', 'off')}",
+            "used" if versions.get("attribute_probes") else
+            f"not used: {reasons.get('probes not used', 'none trained for this model')}",
+            f"used: generation {policy.split('-', 1)[0]}" if policy else
+            f"not used: {reasons.get('policy not used', 'fixed strategy ' + versions.get('strategy', '?'))}")
+
+
 def _agreement(evidence) -> str:
     """How the sources stood on an answered attribute, from the fused evidence list."""
     if any(str(e).startswith("conflict:") for e in evidence):
@@ -149,8 +171,11 @@ def render(tally: ReportTally, evaluation_md: str | None, reports_dir: Path) -> 
     acc_rows = [[k, f"{a:.1%}", n] for k, (a, n) in accuracy.items()]
     acc_header = ["attribute", "accuracy", "labelled images"]
     strategy_rows = [[s, n] for s, n in tally.strategies.most_common()]
+    signal_header = ["tags", "CLIP", "probes", "policy", "images"]
+    signal_rows = [["used", *combo, n] for combo, n in tally.signals.most_common()]
 
-    md = [f"# Attribute report\n\n{tally.rows} images.\n", _markdown_table(attr_header, attr_rows)]
+    md = [f"# Attribute report\n\n{tally.rows} images.\n", _markdown_table(attr_header, attr_rows),
+          "\n## Signals used\n\n" + _markdown_table(signal_header, signal_rows)]
     for name, png in plots.items():
         md.append(f"\n## {titles[name]}\n\n![{name}]({data_uri(png)})")
     md.append("\n## Strategies used (per attribute decision)\n\n"
@@ -166,7 +191,8 @@ def render(tally: ReportTally, evaluation_md: str | None, reports_dir: Path) -> 
         png_paths[name] = reports_dir / f"attribute_report_{name}.png"
         png_paths[name].write_bytes(png)
     sections = [f"<h2>{titles[n]}</h2><img src='{data_uri(p)}' alt='{n}'>" for n, p in plots.items()]
-    body = [f"<h1>Attribute report</h1><p>{tally.rows} images.</p>", _html_table(attr_header, attr_rows), *sections,
+    body = [f"<h1>Attribute report</h1><p>{tally.rows} images.</p>", _html_table(attr_header, attr_rows),
+            "<h2>Signals used</h2>", _html_table(signal_header, signal_rows), *sections,
             "<h2>Strategies used</h2>", _html_table(["strategy", "decisions"], strategy_rows)]
     if acc_rows:
         body += ["<h2>Accuracy against labels</h2>", _html_table(acc_header, acc_rows)]
@@ -210,6 +236,8 @@ def build_attribute_report(code_version: str) -> dg.AssetsDefinition:
             "value_distribution": distribution_table(value_counts, tally.rows),
             "mean_confidence": dg.MetadataValue.json({k: round(v, 4) for k, v in tally.mean_confidence().items()}),
             "seconds": round(clock.seconds, 3),
+            "signals": dg.MetadataValue.json([{"clip": c, "probes": pr, "policy": po, "images": n}
+                                              for (c, pr, po), n in tally.signals.most_common()]),
         }
         for name, path in pngs.items():
             metadata[f"plot/{name}"] = dg.MetadataValue.path(str(path))

@@ -98,14 +98,15 @@ def build_clip_embeddings(code_version: str, backfill_policy: dg.BackfillPolicy)
                 tally.result(), model_available_result(unavailable, f"{clip.model_name}/{clip.pretrained}",
                                                        switched_off=not clip.enabled)])
 
-        from charattr_core.clip import embed_images  # here: a run without CLIP never imports torch
+        from charattr_core.clip import embed_images, verified_loader  # here: a run without CLIP never imports torch
         from charattr_core.clip_version import clip_stage_version
 
         model_key = clip.model_key()
         version, store, src = clip_stage_version(model_key), results_store.open(), source.open()
 
         def embed(records: list[ImageRecord]):
-            return embed_images(records, clip.get(), lambda r: src.load_bytes(r.source_uri),
+            # Re-read by path: the bytes must still hash to the image_id that raw_images gave them.
+            return embed_images(records, clip.get(), verified_loader(lambda r: src.load_bytes(r.source_uri)),
                                 batch_size=clip.batch_size, num_workers=clip.num_workers)
 
         errors: Counter[str] = Counter()  # failure reasons, without the per-image detail in parentheses

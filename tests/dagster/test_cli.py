@@ -43,6 +43,7 @@ def test_run_materializes_the_graph_into_dagster_home_and_reruns_from_cache(demo
     # Both shards in one range run per stage group: ingest, training, fusion, report.
     assert "4 runs" in out
     assert "fusion_policy: trained, generation 1" in out and "; published" in out
+    assert "  clip: used: charattr-tiny/random" in out and "  policy: used: " in out  # the signals fused
     # The UI must load the definitions with the same settings as this run, or it shows them stale.
     [browse] = [line for line in out.splitlines() if line.startswith("browse it:")]
     assert "CHARATTR_MODEL=charattr-tiny" in browse and "CHARATTR_PRETRAINED=random" in browse

@@ -94,9 +94,46 @@ def test_settings_reject_bad_values_with_one_sentence(env):
     assert next(iter(env)) in str(info.value)
 
 
+def _misaligned_shard(tmp_path):
+    """A shard whose tag_parses and clip_embeddings each hold one row per usable raw image."""
+    vocabulary = load_vocabulary()
+    wh = Warehouse(root=str(tmp_path))
+    records = [ImageRecord(image_id=f"id{i}", source_uri=f"/x/{i}.png", shard="s", width=8, height=8, format="PNG")
+               for i in range(5)]
+    records[2].status, records[2].error = "failed", "truncated"
+    with wh.writer("raw_images", "s", RAW_SCHEMA) as out:
+        out.write_rows([r.to_dict() for r in records])
+    return wh, vocabulary, [r for r in records if r.ok]
+
+
+def _write_tag_parses(wh, vocabulary, ids):
+    with wh.writer("tag_parses", "s", tag_parse_schema(vocabulary)) as out:
+        out.write_rows([tag_parse_row(TagParse(i, {"gender": AttributeEstimate("gender", ("female",), 0.9)}))
+                        for i in ids])
+
+
+@pytest.mark.parametrize("tag_ids, problem", [
+    (["id0", "id1", "id4"], "row 2 is image id4, expected id3"),  # a row missing in the middle
+    (["id0", "id1", "id3"], "ends after 3 rows, before image id4"),  # a partial write
+    (["old0", "old1", "old3", "old4"], "row 0 is image old0, expected id0"),  # a stale file of other images
+    (["id0", "id1", "id3", "id4", "id5"], "more than the 4 rows"),  # a longer, stale file
+])
+def test_iter_signals_fails_loudly_when_a_signal_file_does_not_line_up(tmp_path, tag_ids, problem):
+    from charattr_dagster.tables import MisalignedShardError
+
+    wh, vocabulary, ok = _misaligned_shard(tmp_path)
+    _write_tag_parses(wh, vocabulary, tag_ids)
+    with pytest.raises(MisalignedShardError) as info:
+        for _batch in iter_signals(wh, "s", with_embeddings=False, batch_size=2):
+            pass
+    message = str(info.value)
+    assert problem in message and "tag_parses" in message and "'s'" in message and "materialize tag_parses" in message
+    assert info.value.allow_retries is False
+
+
 def test_iter_signals_joins_by_position_across_batches_and_gaps(tmp_path):
-    """tag_parses / clip_embeddings rows follow raw_images order but may skip images (failed
-    ones); the join must stay aligned across batch boundaries."""
+    """tag_parses / clip_embeddings hold one row per usable raw_images row (failed images left
+    out), in order; the join must stay aligned across batch boundaries."""
     vocabulary = load_vocabulary()
     wh = Warehouse(root=str(tmp_path))
     records = [ImageRecord(image_id=f"id{i}", source_uri=f"/x/{i}.png", shard="s", width=8, height=8, format="PNG")
@@ -107,7 +144,7 @@ def test_iter_signals_joins_by_position_across_batches_and_gaps(tmp_path):
     ok = [r for r in records if r.ok]  # id0 id1 id3 id4
     with wh.writer("tag_parses", "s", tag_parse_schema(vocabulary)) as out:
         out.write_rows([tag_parse_row(TagParse(r.image_id, {"gender": AttributeEstimate("gender", ("female",), 0.9)},
-                                               tag_count=i)) for i, r in enumerate(ok) if r.image_id != "id1"])
+                                               tag_count=i)) for i, r in enumerate(ok)])
     unit = np.zeros(4, dtype=np.float16)
     unit[0] = 1
     with wh.writer("clip_embeddings", "s", clip_table([]).schema) as out:
@@ -116,7 +153,7 @@ def test_iter_signals_joins_by_position_across_batches_and_gaps(tmp_path):
 
     joined = [s for batch in iter_signals(wh, "s", batch_size=2) for s in batch]
     assert [s.record.image_id for s in joined] == ["id0", "id1", "id3", "id4"]
-    assert [s.tag_parse is not None for s in joined] == [True, False, True, True]
+    assert [s.tag_parse.tag_count for s in joined] == [0, 1, 2, 3]
     assert [s.embedding is not None for s in joined] == [True, True, False, True]
     assert joined[3].tag_parse.estimates["gender"].values == ("female",)
     only = [s.record.image_id for b in iter_signals(wh, "s", keep=lambda i: i in {"id1", "id4"}) for s in b]
