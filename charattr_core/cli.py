@@ -179,6 +179,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .learning import learn_and_evaluate
     from .pipeline import RunSummary, create_pipeline
     from .policy_labels import load_labels
+    from .signal_spill import SignalSpill
 
     source = Path(args.path)
     if not source.exists():
@@ -188,17 +189,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--bootstrap must be at least 1 (got {args.bootstrap}); 1000 is the default.")
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out-dir {out_dir} is a file, not a folder; choose a folder for the report.")
+    out_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary()
-    with create_pipeline(config_from_args(args), use_rl=False) as pipe:
+    with create_pipeline(config_from_args(args), use_rl=False) as pipe, \
+            SignalSpill(out_dir, batch_size=pipe.config.batch_size) as spill:
         vocab = pipe.vocabulary
         labels, label_kind = _reference_labels(args, source, vocab, load_labels)
         print(f"reference: {label_kind}", file=sys.stderr)
-        signals = list(pipe.iter_signals(source, limit=args.limit, summary=summary))  # re-iterated by training
-        result = learn_and_evaluate(signals, vocab, model_key=pipe.clip.model_key if pipe.clip else None,
+        # Signals are computed once and spilled to disk; every training pass streams them back.
+        spill.write(pipe.iter_signals(source, limit=args.limit, summary=summary, batch_size=pipe.config.batch_size))
+        result = learn_and_evaluate(spill, vocab, model_key=pipe.clip.model_key if pipe.clip else None,
                                     scorer=pipe._zero_shot(), user_labels=labels, thresholds=pipe.thresholds,
-                                    n_bootstrap=args.bootstrap, seed=args.seed)
+                                    default_strategy=pipe.config.fusion_strategy, n_bootstrap=args.bootstrap,
+                                    seed=args.seed)
     report = result.report
-    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "evaluation.md").write_text(report.to_markdown(), encoding="utf-8")
     report.to_csv(out_dir / "evaluation.csv")
     report.reliability_plot(out_dir / "reliability.png")
@@ -210,6 +214,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(report.to_markdown())
     claim = report.policy_claim()
     print(f"\n{claim}" if claim else "\nno held-out labels: nothing to compare", file=sys.stderr)
+    print(f"publication gate: {'passed' if result.verdict.publish else 'refused'} ({result.verdict.reason})",
+          file=sys.stderr)
     if result.probe_skip_reason:
         print(f"probes not trained: {result.probe_skip_reason}", file=sys.stderr)
     print(f"{summary.images} images ({summary.failed} failed); report, CSV, reliability plot, policy and probes "
@@ -305,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="the source to evaluate on (a synthetic sample uses its ground truth)")
     p.add_argument("--labels", help="CSV/Parquet of image_id, attribute, value: corrections that serve as labels")
     p.add_argument("--out-dir", default="data/reports/eval", help="where the report, CSV and plot go")
-    p.add_argument("--limit", type=_count, help="at most this many images (signals are held in memory)")
+    p.add_argument("--limit", type=_count, help="at most this many images")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--seed", type=int, default=0)
     _add_pipeline_options(p)

@@ -440,13 +440,3 @@ def fuse(image_id: str, sources: SourcesArg, vocabulary: Vocabulary, strategy: s
         strategies=decided, confidence=sum(answered) / len(answered) if answered else 0.0,
         versions=dict(versions or {}), source_uri=source_uri, notes=tuple(notes))
 
-
-def fusion_version(vocabulary: Vocabulary, strategy: str, thresholds: Thresholds = Thresholds(),
-                   policy_version: str | None = None, probes_version: str | None = None) -> str:
-    """Stage version of `fused_attributes`: code, strategy or policy, thresholds, inputs."""
-    decider = f"policy-{policy_version}" if policy_version else check_strategy(strategy)
-    parts = [f"fusion-{FUSION_CODE_VERSION}", decider, f"t{thresholds.accept:g}-{thresholds.low:g}",
-             f"vocab-{vocabulary.fingerprint}"]
-    if probes_version:
-        parts.append(probes_version)
-    return "+".join(parts)

@@ -366,7 +366,3 @@ def create_pipeline(config: PipelineConfig | Mapping[str, Any] | None = None, **
         cfg = PipelineConfig.from_mapping(config or {}, **overrides)
     return Pipeline(cfg)
 
-
-def image_id_of(data: bytes) -> str:
-    """The id an image's bytes get everywhere in charattr."""
-    return content_hash(data)

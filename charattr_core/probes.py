@@ -51,7 +51,7 @@ from .artifacts import load_artifact, malformed_artifact, save_artifact
 from .errors import ArtifactMismatchError, ConfigError
 from .evaluation import answer_score, expected_calibration_error
 from .fusion import MULTI_VALUE_THRESHOLD, clean_estimate
-from .records import AttributeEstimate, ClipEmbedding, TagParse
+from .records import AttributeEstimate, TagParse
 from .schema import Attribute, Vocabulary
 from .splits import DEFAULT_SPLITS, SplitPlan
 
@@ -70,13 +70,6 @@ class ProbeBatch:
     def __post_init__(self) -> None:
         if not len(self.image_ids) == len(self.embeddings) == len(self.tag_parses):
             raise ValueError("A ProbeBatch needs as many embeddings and tag parses as image ids.")
-
-    @classmethod
-    def from_records(cls, embeddings: Sequence[ClipEmbedding], tag_parses: Mapping[str, TagParse]) -> "ProbeBatch":
-        """From `clip_embeddings` rows (failed rows skipped) and the tag parses by image_id."""
-        ok = [e for e in embeddings if e.embedding is not None and e.error is None]
-        matrix = np.stack([e.embedding for e in ok]) if ok else np.zeros((0, 0), dtype=np.float32)
-        return cls([e.image_id for e in ok], matrix, [tag_parses.get(e.image_id) for e in ok])
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -477,17 +470,3 @@ def _calibrate(head: ProbeHead, logits: np.ndarray, targets: np.ndarray) -> dict
             "ece_after": _calibration_ece(after, targets, head.multi),
             "nll_before": _nll(logits, targets, head.multi), "nll_after": _nll(logits / head.temperature, targets, head.multi)}
 
-
-def probe_estimates(embeddings: Iterable[ClipEmbedding], probes: AttributeProbes,
-                    batch_size: int = 1024) -> Iterator[tuple[str, dict[str, AttributeEstimate]]]:
-    """Stream `(image_id, {attribute: estimate})` for embedding rows; failed rows and rows of
-    another CLIP model yield an empty dict (the probe source is absent for them)."""
-    from .batching import batched
-
-    for chunk in batched(embeddings, batch_size):
-        usable = [e for e in chunk if e.embedding is not None and e.error is None and e.model_key == probes.model_key
-                  and np.asarray(e.embedding).shape == (probes.embedding_dim,)]
-        predicted = probes.predict(np.stack([e.embedding for e in usable])) if usable else []
-        by_id = {e.image_id: p for e, p in zip(usable, predicted)}
-        for e in chunk:
-            yield e.image_id, by_id.get(e.image_id, {})

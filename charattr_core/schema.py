@@ -34,10 +34,6 @@ class Value:
     weak_tags: tuple[str, ...] = ()
     prompts: tuple[str, ...] = ()
 
-    @property
-    def display(self) -> str:
-        return self.name.replace("_", " ")
-
 
 @dataclass(frozen=True)
 class Override:

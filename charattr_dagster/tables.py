@@ -63,10 +63,6 @@ def clip_row(embedding: ClipEmbedding) -> dict[str, Any]:
             "embedding": None if embedding.embedding is None else np.asarray(embedding.embedding, dtype=np.float16)}
 
 
-def clip_table(embeddings: Sequence[ClipEmbedding]) -> pa.Table:
-    return pa.Table.from_pylist([clip_row(e) for e in embeddings], schema=CLIP_SCHEMA)
-
-
 class MisalignedShardError(dg.Failure):
     """A signal file of a shard does not line up with its raw_images (a stale file from an earlier
     run, or a partial write): joining them would give images the wrong signals, or none."""

@@ -65,9 +65,10 @@ def run_seed(seed: int, args) -> str:
     with create_pipeline(config, use_rl=False) as pipe:
         signals = list(pipe.iter_signals(sample))
         scorer = pipe._zero_shot()
-        result = learn_and_evaluate(signals, pipe.vocabulary, model_key=pipe.clip.model_key, scorer=scorer,
-                                    user_labels=truth, thresholds=pipe.thresholds, n_bootstrap=args.bootstrap,
-                                    seed=seed)
+        # a SignalSource: every pass streams the same in-memory batches (learning filters by split)
+        result = learn_and_evaluate(lambda _keep: signals, pipe.vocabulary, model_key=pipe.clip.model_key,
+                                    scorer=scorer, user_labels=truth, thresholds=pipe.thresholds,
+                                    n_bootstrap=args.bootstrap, seed=seed)
         holdout = list(iter_examples(signals, "holdout", pipe.vocabulary, scorer, result.probes, truth,
                                      pipe.thresholds.accept))
         from charattr_core.policy import RandomStrategyChooser

@@ -10,7 +10,7 @@ import pytest
 from charattr_core.config import ALL_STRATEGIES
 from charattr_core.errors import ConfigError
 from charattr_core.fusion import (LEARNED_POLICY, STRATEGIES, FusionContext, Thresholds, agreement_confidence,
-                                  disagreement_confidence, fuse, fuse_attribute, fusion_version)
+                                  disagreement_confidence, fuse, fuse_attribute)
 from charattr_core.records import AttributeEstimate, TagParse
 from charattr_core.schema import UNKNOWN, load_vocabulary
 
@@ -228,8 +228,3 @@ def test_confidence_formulas_are_posteriors():
     assert disagreement_confidence(0.9, 0.5, 0.2) == pytest.approx(0.45 / (0.45 + 0.05 + 0.1 * 0.5 * 0.8))
     assert disagreement_confidence(1.0, 1.0, 0.0) <= 1.0
 
-
-def test_fusion_version_names_strategy_or_policy():
-    v = fusion_version(VOCAB, "tag_priority", TH)
-    assert "tag_priority" in v and VOCAB.fingerprint in v
-    assert "policy-3-abc" in fusion_version(VOCAB, "tag_priority", TH, policy_version="3-abc")

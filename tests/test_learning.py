@@ -17,6 +17,7 @@ from charattr_core.pipeline import create_pipeline
 from charattr_core.policy import FusionPolicy
 from charattr_core.probes import AttributeProbes
 from charattr_core.records import SOURCES
+from charattr_core.signal_spill import SignalSpill
 from charattr_core.splits import split_of
 from charattr_core.synthetic import load_ground_truth, write_demo_dataset
 
@@ -46,12 +47,21 @@ def cache_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('cache') / 'cache.db'}"
 
 
+def replay(batches: list[list[Signals]]):
+    """A `learning.SignalSource` over batches held in a list (the tests look at them afterwards)."""
+    return lambda keep: ([s for s in batch if keep(s.record.image_id)] for batch in batches)
+
+
 @pytest.fixture(scope="module")
-def learned(sample, truth, cache_url):
-    with create_pipeline({**TINY, "database_url": cache_url}, use_rl=False) as pipe:
-        signals = list(pipe.iter_signals(sample))  # the batches `charattr eval` uses: same probes, same numbers
-        result = learn_and_evaluate(signals, pipe.vocabulary, model_key=pipe.clip.model_key, scorer=pipe._zero_shot(),
-                                    user_labels=truth, thresholds=pipe.thresholds, n_bootstrap=200)
+def learned(sample, truth, cache_url, tmp_path_factory):
+    with create_pipeline({**TINY, "database_url": cache_url}, use_rl=False) as pipe, \
+            SignalSpill(tmp_path_factory.mktemp("spill"), batch_size=pipe.config.batch_size) as spill:
+        # The spill `charattr eval` uses (float16 embeddings): the same probes, the same numbers.
+        spill.write(pipe.iter_signals(sample, batch_size=pipe.config.batch_size))
+        signals = list(spill(lambda _i: True))
+        result = learn_and_evaluate(replay(signals), pipe.vocabulary, model_key=pipe.clip.model_key,
+                                    scorer=pipe._zero_shot(), user_labels=truth, thresholds=pipe.thresholds,
+                                    n_bootstrap=200)
         return signals, result, pipe.vocabulary
 
 
@@ -95,7 +105,7 @@ def test_probes_and_policy_learn_only_from_their_own_splits(learned, truth):
 def test_without_clip_no_probes_are_trained_and_the_tags_still_get_evaluated(learned, truth):
     signals, _result, vocab = learned
     no_embeddings = [[Signals(s.record, s.tag_parse, None) for s in batch] for batch in signals]
-    result = learn_and_evaluate(no_embeddings, vocab, model_key=None, scorer=None, user_labels=truth,
+    result = learn_and_evaluate(replay(no_embeddings), vocab, model_key=None, scorer=None, user_labels=truth,
                                 thresholds=learned[1].policy.thresholds, n_bootstrap=50)
     assert result.probes is None and result.probe_skip_reason == "no CLIP embeddings"
     report = result.report
@@ -158,3 +168,50 @@ def test_a_labels_file_wins_over_the_synthetic_ground_truth(sample, truth, cache
     gender = rows[("tags", "gender", "coverage")]
     assert float(gender["value"]) == 0.0
     assert 0 < int(gender["n_items"]) < len(holdout)
+
+
+def test_the_splits_are_enforced_in_core_even_when_a_source_ignores_keep(learned, truth, monkeypatch):
+    """A source may filter early, but the split is decided in `learning`: a source that yields every
+    image to every pass still trains the policy on `policy_train` and evaluates on `holdout` only."""
+    import charattr_core.learning as learning
+
+    signals, result, vocab = learned
+    seen: dict[str, list[str]] = {"policy": [], "evaluation": []}
+    real_update, real_evaluate = FusionPolicy.update, learning.evaluate
+
+    def update(self, examples):
+        return real_update(self, (seen["policy"].append(e.image_id) or e for e in examples))
+
+    def evaluate(examples, *args, **kwargs):
+        return real_evaluate((seen["evaluation"].append(e.image_id) or e for e in examples), *args, **kwargs)
+
+    monkeypatch.setattr(FusionPolicy, "update", update)
+    monkeypatch.setattr(learning, "evaluate", evaluate)
+    everything = lambda _keep: iter(signals)  # noqa: E731  (ignores the split it is asked for)
+    outcome = learning.train_and_judge_policy(everything, everything, vocab, model_key=result.probes.model_key,
+                                              scorer=None, probes=result.probes,
+                                              user_labels=truth, thresholds=result.policy.thresholds,
+                                              default_strategy="confidence_weighted", n_bootstrap=20)
+    assert seen["policy"] and seen["evaluation"]
+    assert {split_of(i) for i in seen["policy"]} == {"policy_train"}
+    assert {split_of(i) for i in seen["evaluation"]} == {"holdout"}
+    assert outcome.report.n_images == len(seen["evaluation"]) == len(_ids(signals, "holdout"))
+
+
+def test_warm_start_only_adds_unseen_parts_and_retrains_when_anything_it_learnt_from_changed():
+    from charattr_core.learning import plan_warm_start, training_state
+
+    signature = {"model": "m", "probes": "p1", "thresholds": [0.8, 0.3], "labels": None,
+                 "default_strategy": "confidence_weighted"}
+    saved = training_state(signature, {"a": "1", "b": "2"})
+    plan = plan_warm_start(saved, signature, {"a": "1", "b": "2", "c": "3"}, has_current=True)
+    assert (plan.warm, plan.new_parts) == (True, ("c",))
+    assert plan_warm_start(saved, signature, {"a": "1", "b": "2"}, has_current=True).new_parts == ()
+    for cold in [plan_warm_start(saved, signature, {"a": "1", "b": "CHANGED", "c": "3"}, has_current=True),
+                 plan_warm_start(saved, {**signature, "probes": "p2"}, {"a": "1", "b": "2"}, has_current=True),
+                 plan_warm_start(saved, signature, {"a": "1", "b": "2"}, has_current=False),
+                 plan_warm_start(None, signature, {"a": "1", "b": "2"}, has_current=True)]:
+        assert not cold.warm and {"a", "b"} <= set(cold.new_parts)  # everything again, from scratch
+    # The state the asset wrote before this function existed ({"signature", "shards"}) still reads.
+    assert plan_warm_start({"signature": signature, "shards": {"a": "1"}}, signature, {"a": "1", "d": "4"},
+                           has_current=True).new_parts == ("d",)

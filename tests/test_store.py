@@ -6,15 +6,18 @@ set, against a fresh schema on that PostgreSQL server (see tests/conftest.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import multiprocessing
-import sqlite3
-import threading
+import os
+import subprocess
+import sys
 import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -359,26 +362,38 @@ def test_sqlite_pragmas_are_set_on_every_connection(tmp_path):
                 assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
 
 
-def _hold_write_lock(path: Path, seconds: float, locked: threading.Event) -> None:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("BEGIN IMMEDIATE")
-    locked.set()
-    time.sleep(seconds)
-    conn.execute("ROLLBACK")
-    conn.close()
+_LOCK_HOLDER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("ROLLBACK")
+conn.close()
+"""
+
+
+@contextlib.contextmanager
+def _another_process_holds_the_write_lock(path: Path, seconds: float) -> Iterator[subprocess.Popen]:
+    """A separate Python process (not a thread of this one) holds SQLite's write lock for `seconds`."""
+    holder = subprocess.Popen([sys.executable, "-c", _LOCK_HOLDER, str(path), str(seconds)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.wait(timeout=30)
+        holder.stdout.close()
 
 
 def test_sqlite_write_retries_while_another_process_holds_the_lock(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(store_module, "SQLITE_BUSY_TIMEOUT_S", 0.05)  # make SQLite give up fast...
     path = tmp_path / "locked.db"
     with ResultStore(f"sqlite:///{path}") as store:
-        locked = threading.Event()
-        holder = threading.Thread(target=_hold_write_lock, args=(path, 0.6, locked))
-        holder.start()
-        locked.wait(5)
-        with caplog.at_level(logging.WARNING, logger="charattr_core.store"):
-            assert store.put_many(STAGE, VERSION, _rows(_ids(50))) == 50  # ...so our backoff must carry it
-        holder.join()
+        with _another_process_holds_the_write_lock(path, 0.6) as holder:
+            assert holder.pid != os.getpid()
+            with caplog.at_level(logging.WARNING, logger="charattr_core.store"):
+                assert store.put_many(STAGE, VERSION, _rows(_ids(50))) == 50  # ...so our backoff must carry it
         assert store.count() == 50
     assert "retry" in caplog.text and "locked" in caplog.text
 
@@ -388,15 +403,9 @@ def test_sqlite_lock_that_never_clears_becomes_a_store_error(tmp_path, monkeypat
     monkeypatch.setattr(store_module, "_SQLITE_LOCK_ATTEMPTS", 3)
     path = tmp_path / "locked.db"
     with ResultStore(f"sqlite:///{path}") as store:
-        locked = threading.Event()
-        holder = threading.Thread(target=_hold_write_lock, args=(path, 3.0, locked))
-        holder.start()
-        locked.wait(5)
-        try:
+        with _another_process_holds_the_write_lock(path, 3.0):
             with pytest.raises(StoreError, match="after 3 attempts.*locked") as info:
                 store.put_many(STAGE, VERSION, _rows(_ids(5)))
-        finally:
-            holder.join()
         _assert_one_sentence(str(info.value))
 
 

@@ -1,32 +1,26 @@
 """The stages that learn, over every shard: `attribute_probes` and `fusion_policy`.
 
-Both are unpartitioned and read the partitioned signals back from the warehouse in streamed
-batches (`tables.iter_signals`), never a whole table in memory. Which image may teach which
-stage is decided by `charattr_core.splits` (by image_id hash): probes fit and calibrate on their
-buckets, the policy trains on `policy_train`, and the evaluation scores `holdout` only.
+Both are unpartitioned. They gather their inputs — the partitioned signals, streamed back from
+the warehouse one batch at a time (`tables.iter_signals`), the published artefacts and the
+warm-start state — call `charattr_core.learning` (the same functions as `charattr eval`) to
+split, train, evaluate and judge, and describe the result. No learning logic lives here: which
+image may teach which stage, the warm start and the publication gate are all decided in core.
 
 Artefacts (safetensors + JSON, never pickle) live in the asset's warehouse folder, where
 `fused_attributes` finds them. Without CLIP weights both stages have nothing to learn from; they
 still materialize, with metadata saying they were skipped and why.
-
-The policy learns online: its statistics are exact sums, so a run adds only the examples of
-shards it has not seen (warm start); when a seen shard's signals, the probes, the CLIP model or
-the thresholds changed, it retrains from scratch.
 """
 
-import itertools
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import dagster as dg
 import xxhash
 from dagster import AssetExecutionContext
-
-from charattr_core.schema import Vocabulary
 
 from ..artifacts import policy_in_use, probes_in_use
 from ..asset_keys import ATTRIBUTE_PROBES, CLIP_EMBEDDINGS, FUSION_POLICY, RAW_IMAGES, TAG_PARSES
@@ -35,24 +29,12 @@ from ..partitions import SHARDS
 from ..resources import ClipModelResource, PipelineSettings
 from ..tables import iter_signals
 from ..warehouse import Warehouse
+from .zero_shot import lazy_zero_shot
 
 EVALUATION_MARKDOWN = "evaluation.md"
 EVALUATION_CSV = "evaluation.csv"
 RELIABILITY_PNG = "reliability.png"
 TRAINING_STATE = "training_state.json"
-
-
-# ---- loading the artefacts (also used by fused_attributes) ----------------------------------------
-
-def load_probes(warehouse: Warehouse, vocabulary: Vocabulary, model_key: str | None):
-    """The trained probes for this CLIP model and vocabulary, or None (none trained, or trained for
-    another model/vocabulary: those are ignored rather than misapplied)."""
-    return probes_in_use(warehouse, vocabulary, model_key)[0]
-
-
-def load_policy(warehouse: Warehouse, vocabulary: Vocabulary, model_key: str | None):
-    """The published fusion policy for this CLIP model and vocabulary, or None."""
-    return policy_in_use(warehouse, vocabulary, model_key)[0]
 
 
 def _save_atomically(save: Callable[[Path], Any], folder: Path) -> None:
@@ -74,6 +56,15 @@ def _shards_with(context: AssetExecutionContext, warehouse: Warehouse, *assets: 
             if all(warehouse.has(a, k) for a in assets)]
 
 
+def _warehouse_signals(warehouse: Warehouse, shards: Sequence[str], batch_size: int):
+    """A `learning.SignalSource` over these shards of the warehouse: each call streams them again;
+    images that `keep` rejects are dropped before their tag parse is decoded."""
+    def source(keep: Callable[[str], bool]):
+        return (batch for shard in shards
+                for batch in iter_signals(warehouse, shard, keep=keep, batch_size=batch_size))
+    return source
+
+
 def _skipped(reason: str, check: str | None = None) -> dg.MaterializeResult:
     """Nothing to learn from: say why; a check of the asset passes with the same reason (nothing
     new was published, so nothing got worse)."""
@@ -93,9 +84,7 @@ def build_attribute_probes(code_version: str) -> dg.AssetsDefinition:
     )
     def attribute_probes(context: AssetExecutionContext, clip: ClipModelResource, warehouse: Warehouse,
                          settings: PipelineSettings) -> dg.MaterializeResult:
-        from charattr_core.learning import probe_batches
-        from charattr_core.probes import ProbeBatch, train_probes
-        from charattr_core.splits import is_probe_train
+        from charattr_core.learning import train_split_probes
 
         clock = Stopwatch()
         unavailable = clip.unavailable_reason()
@@ -105,13 +94,8 @@ def build_attribute_probes(code_version: str) -> dg.AssetsDefinition:
         if not shards:
             return _skipped("No shard has tag_parses and clip_embeddings yet.")
         vocabulary, config, model_key = settings.load_vocabulary(), settings.pipeline_config(), clip.model_key()
-
-        def make_batches() -> Iterator[ProbeBatch]:
-            return probe_batches((batch for shard in shards for batch in
-                                  iter_signals(warehouse, shard, keep=is_probe_train, batch_size=settings.batch_size)),
-                                 is_probe_train)
-
-        probes = train_probes(make_batches, vocabulary, model_key, accept=config.confidence_threshold)
+        probes = train_split_probes(_warehouse_signals(warehouse, shards, settings.batch_size), vocabulary, model_key,
+                                    accept=config.confidence_threshold)
         folder = warehouse.asset_dir(ATTRIBUTE_PROBES)
         _save_atomically(probes.save, folder)
         rows = [dg.TableRecord({"attribute": key, "values": len(head.values),
@@ -145,17 +129,6 @@ def _content_stamp(*paths: Path) -> str:
     return digest.hexdigest()
 
 
-def _examples(warehouse: Warehouse, shards: Sequence[str], split: str, vocabulary: Vocabulary, scorer, probes,
-              user_labels: dict, accept: float, batch_size: int, limit: int | None = None) -> Iterator:
-    """Labelled examples of one split, streamed over the shards (`learning.iter_examples`)."""
-    from charattr_core.learning import iter_examples
-    from charattr_core.splits import split_of
-
-    batches = (batch for shard in shards
-               for batch in iter_signals(warehouse, shard, keep=lambda i: split_of(i) == split, batch_size=batch_size))
-    return itertools.islice(iter_examples(batches, split, vocabulary, scorer, probes, user_labels, accept), limit)
-
-
 def _evaluation_table(report) -> dg.TableMetadataValue:
     """Held-out accuracy per method (sources, fixed strategies, learned policy) and attribute."""
     from charattr_core.evaluation import OVERALL
@@ -187,13 +160,9 @@ def build_fusion_policy(code_version: str) -> dg.AssetsDefinition:
     )
     def fusion_policy(context: AssetExecutionContext, clip: ClipModelResource, warehouse: Warehouse,
                       settings: PipelineSettings) -> dg.MaterializeResult:
-        from charattr_core.evaluation import evaluate
         from charattr_core.fusion import Thresholds
-        from charattr_core.policy import train_policy
-        from charattr_core.policy_gate import CURRENT_POLICY, judge_candidate
+        from charattr_core.learning import plan_warm_start, policy_signature, train_and_judge_policy, training_state
         from charattr_core.policy_labels import load_labels
-
-        from .product import lazy_zero_shot
 
         clock = Stopwatch()
         unavailable = clip.unavailable_reason()
@@ -205,34 +174,24 @@ def build_fusion_policy(code_version: str) -> dg.AssetsDefinition:
             return _skipped("No shard has tag_parses and clip_embeddings yet.", check=POLICY_NOT_WORSE)
         vocabulary, config, model_key = settings.load_vocabulary(), settings.pipeline_config(), clip.model_key()
         thresholds = Thresholds.from_config(config)
-        probes = load_probes(warehouse, vocabulary, model_key)
-        scorer = lazy_zero_shot(clip, vocabulary)
+        probes = probes_in_use(warehouse, vocabulary, model_key)[0]
         user_labels = load_labels(settings.labels_path, vocabulary) if settings.labels_path else {}
         folder = warehouse.asset_dir(FUSION_POLICY)
 
-        # Online learning: keep the saved statistics when everything they were learnt from still holds.
-        signature = {"model": model_key, "probes": probes.probes_version if probes else None,
-                     "thresholds": [thresholds.accept, thresholds.low], "labels": settings.labels_path,
-                     "default_strategy": config.fusion_strategy}
+        signature = policy_signature(model_key=model_key, probes=probes, thresholds=thresholds,
+                                     labels=settings.labels_path, default_strategy=config.fusion_strategy)
         stamps = {k: _content_stamp(warehouse.path(TAG_PARSES, k), warehouse.path(CLIP_EMBEDDINGS, k)) for k in shards}
         state_file = folder / TRAINING_STATE
-        state = json.loads(state_file.read_text()) if state_file.is_file() else {}
-        current = load_policy(warehouse, vocabulary, model_key)  # the published one, scored beside the candidate
-        seen = state.get("shards", {})
-        warm = (current is not None and state.get("signature") == signature
-                and all(stamps.get(k) == v for k, v in seen.items()))
-        new_shards = [k for k in shards if k not in seen] if warm else shards
-        candidate = train_policy(  # warm start from a second copy: training updates it in place
-            _examples(warehouse, new_shards, "policy_train", vocabulary, scorer, probes, user_labels,
-                      thresholds.accept, settings.batch_size),
-            vocabulary, previous=load_policy(warehouse, vocabulary, model_key) if warm else None, thresholds=thresholds,
-            default_strategy=config.fusion_strategy, model_key=model_key)
-
-        report = evaluate(_examples(warehouse, shards, "holdout", vocabulary, scorer, probes, user_labels,
-                                    thresholds.accept, settings.batch_size, limit=settings.max_eval_images),
-                          vocabulary, policy=candidate, thresholds=thresholds, n_bootstrap=settings.eval_bootstrap,
-                          choosers={CURRENT_POLICY: current} if current is not None else None)
-        verdict = judge_candidate(report, has_current=current is not None)
+        current = policy_in_use(warehouse, vocabulary, model_key)[0]  # the published one, scored beside the candidate
+        plan = plan_warm_start(json.loads(state_file.read_text()) if state_file.is_file() else None, signature,
+                               stamps, has_current=current is not None)
+        outcome = train_and_judge_policy(
+            _warehouse_signals(warehouse, plan.new_parts, settings.batch_size),
+            _warehouse_signals(warehouse, shards, settings.batch_size), vocabulary, model_key=model_key,
+            scorer=lazy_zero_shot(clip, vocabulary), probes=probes, user_labels=user_labels, thresholds=thresholds,
+            default_strategy=config.fusion_strategy, current=current, warm_start=plan.warm,
+            n_bootstrap=settings.eval_bootstrap, max_eval_images=settings.max_eval_images)
+        candidate, report, verdict = outcome.candidate, outcome.report, outcome.verdict
 
         def save(tmp: Path) -> None:
             candidate.save(tmp)
@@ -241,7 +200,7 @@ def build_fusion_policy(code_version: str) -> dg.AssetsDefinition:
             if report.n_images:
                 report.reliability_plot(tmp / RELIABILITY_PNG)
             if verdict.publish:
-                (tmp / TRAINING_STATE).write_text(json.dumps({"signature": signature, "shards": stamps}, indent=2))
+                (tmp / TRAINING_STATE).write_text(json.dumps(training_state(signature, stamps), indent=2))
 
         # Published: where fused_attributes loads it. Refused: beside it, for a person to look at.
         _save_atomically(save, folder if verdict.publish else folder / REJECTED)
@@ -253,7 +212,7 @@ def build_fusion_policy(code_version: str) -> dg.AssetsDefinition:
             "version": candidate.version, "generation": candidate.generation, "skipped": False,
             "published": verdict.publish,
             "in_use": candidate.version if verdict.publish else current.version if current else "none (fixed strategy)",
-            "warm_start": warm, "shards": len(shards), "new_shards": len(new_shards),
+            "warm_start": plan.warm, "shards": len(shards), "new_shards": len(plan.new_parts),
             "training_items": dg.MetadataValue.json(candidate.training_counts()),
             "holdout_images": report.n_images, "evaluation": dg.MetadataValue.md(report.to_markdown()),
             "path": dg.MetadataValue.path(str(folder / "policy.json")), "seconds": round(clock.seconds, 3),

@@ -8,10 +8,9 @@ the learned policy are used when their assets have produced them; without them (
 CLIP) fusion runs on the signals that remain.
 """
 
-from typing import Any, Callable
+from typing import Any
 
 import dagster as dg
-import numpy as np
 from dagster import AssetExecutionContext
 
 from charattr_core.records import FusedAttributes
@@ -27,24 +26,10 @@ from ..partitions import shards_partitions
 from ..resources import STORE_RETRY_POLICY, ClipModelResource, PipelineSettings, ResultStoreResource
 from ..tables import iter_signals
 from ..warehouse import Warehouse
+from .zero_shot import lazy_zero_shot
 
 FUSED_CODEC: Codec[FusedAttributes] = Codec(
     encode=lambda f: (f.to_record(), None), decode=lambda _i, payload, _b: FusedAttributes.from_record(payload))
-
-
-def lazy_zero_shot(clip: ClipModelResource, vocabulary) -> Callable[[np.ndarray], list[dict]]:
-    """Zero-shot scoring whose text embeddings (and model) are loaded only when an image misses the cache."""
-    from charattr_core.clip import zero_shot
-
-    text: dict[str, Any] = {}
-
-    def score(matrix: np.ndarray) -> list[dict]:
-        if "embeddings" not in text:
-            model = clip.get()
-            text["embeddings"], text["logit_scale"] = model.text_embeddings(vocabulary), model.logit_scale
-        return zero_shot(matrix, vocabulary, text["embeddings"], text["logit_scale"])
-
-    return score
 
 
 def require_inputs(warehouse: Warehouse, shard: str, with_embeddings: bool) -> None:

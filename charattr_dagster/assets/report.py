@@ -1,5 +1,6 @@
 """`attribute_report`: distributions, coverage, agreement between sources, confidence and — where
-labels exist — accuracy, over every shard of `fused_attributes`.
+labels exist — accuracy on held-out images (`charattr_core.label_accuracy`), over every shard of
+`fused_attributes`.
 
 It streams the fused table (a few columns, one record batch at a time) into counters, then shows
 the result three ways: table metadata and a markdown page with embedded PNG plots in the Dagster
@@ -18,6 +19,8 @@ import dagster as dg
 import numpy as np
 from dagster import AssetExecutionContext
 
+from charattr_core.label_accuracy import SCOPE as ACCURACY_SCOPE
+from charattr_core.label_accuracy import HeldOutAccuracy
 from charattr_core.records import SOURCES
 from charattr_core.schema import UNKNOWN, Vocabulary
 
@@ -47,8 +50,7 @@ class ReportTally:
         self.agreement: dict[str, Counter[str]] = {k: Counter() for k in vocabulary.keys}
         self.strategies: Counter[str] = Counter()
         self.overall_confidence = np.zeros(len(CONFIDENCE_BINS) - 1, dtype=np.int64)
-        self.label_score: Counter[str] = Counter()
-        self.label_count: Counter[str] = Counter()
+        self.held_out = HeldOutAccuracy(vocabulary, self.labels)
         self.signals: Counter[tuple[str, str, str]] = Counter()  # (clip, probes, policy) -> images
 
     def columns(self) -> list[str]:
@@ -57,8 +59,6 @@ class ReportTally:
                 *(f"{k}_confidence" for k in keys)]
 
     def add_rows(self, rows: list[dict[str, Any]]) -> None:
-        from charattr_core.evaluation import answer_score
-
         confidences = [float(r["confidence"] or 0.0) for r in rows]
         self.overall_confidence += np.histogram(confidences, bins=CONFIDENCE_BINS)[0]
         for row in rows:
@@ -66,7 +66,7 @@ class ReportTally:
             evidence = json.loads(row["evidence"] or "{}")
             self.strategies.update(json.loads(row["attribute_strategies"] or "{}").values())
             self.signals[signals_of(json.loads(row["versions"] or "{}"), row["notes"] or "")] += 1
-            labels = self.labels.get(row["image_id"], {})
+            self.held_out.add(row["image_id"], {k: row[k] for k in self.vocabulary.keys})
             for attr in self.vocabulary.attributes:
                 key = attr.key
                 values = tuple(row[key] or (UNKNOWN,))
@@ -75,10 +75,6 @@ class ReportTally:
                     self.known[key] += 1
                     self.confidence_sum[key] += float(row[f"{key}_confidence"] or 0.0)
                     self.agreement[key][_agreement(evidence.get(key, ()))] += 1
-                if labels.get(key):
-                    self.label_count[key] += 1
-                    answered = values if values != (UNKNOWN,) else ()
-                    self.label_score[key] += answer_score(answered, labels[key], attr.multi)
 
     # -- summaries ---------------------------------------------------------------------------------
     def coverage(self) -> dict[str, float]:
@@ -88,7 +84,14 @@ class ReportTally:
         return {k: self.confidence_sum[k] / self.known[k] if self.known[k] else 0.0 for k in self.vocabulary.keys}
 
     def accuracy(self) -> dict[str, tuple[float, int]]:
-        return {k: (self.label_score[k] / n, n) for k, n in self.label_count.items() if n}
+        """Accuracy against labels on held-out images only (`label_accuracy.SCOPE`)."""
+        return self.held_out.accuracy()
+
+    def accuracy_note(self) -> str:
+        return (f"Computed on {self.held_out.images} labelled held-out images only (the `holdout` split, which no "
+                f"probe or policy was trained on; {self.held_out.excluded} labelled images of the training splits "
+                "are left out). An `unknown` answer counts as wrong; multi-valued attributes score the Jaccard "
+                "overlap.")
 
 
 def known_labels(source_path: str, labels_path: str | None, vocabulary: Vocabulary
@@ -169,7 +172,7 @@ def render(tally: ReportTally, evaluation_md: str | None, reports_dir: Path) -> 
     attr_header = ["attribute", "coverage", "mean confidence", *AGREEMENT_PARTS]
     accuracy = tally.accuracy()
     acc_rows = [[k, f"{a:.1%}", n] for k, (a, n) in accuracy.items()]
-    acc_header = ["attribute", "accuracy", "labelled images"]
+    acc_header = ["attribute", "accuracy", "labelled held-out images"]
     strategy_rows = [[s, n] for s, n in tally.strategies.most_common()]
     signal_header = ["tags", "CLIP", "probes", "policy", "images"]
     signal_rows = [["used", *combo, n] for combo, n in tally.signals.most_common()]
@@ -181,7 +184,8 @@ def render(tally: ReportTally, evaluation_md: str | None, reports_dir: Path) -> 
     md.append("\n## Strategies used (per attribute decision)\n\n"
               + _markdown_table(["strategy", "decisions"], strategy_rows))
     if acc_rows:
-        md.append("\n## Accuracy against labels\n\n" + _markdown_table(acc_header, acc_rows))
+        md.append("\n## Accuracy against labels (held-out images)\n\n" + tally.accuracy_note() + "\n\n"
+                  + _markdown_table(acc_header, acc_rows))
     if evaluation_md:
         md.append("\n" + evaluation_md)
 
@@ -195,7 +199,8 @@ def render(tally: ReportTally, evaluation_md: str | None, reports_dir: Path) -> 
             "<h2>Signals used</h2>", _html_table(signal_header, signal_rows), *sections,
             "<h2>Strategies used</h2>", _html_table(["strategy", "decisions"], strategy_rows)]
     if acc_rows:
-        body += ["<h2>Accuracy against labels</h2>", _html_table(acc_header, acc_rows)]
+        body += ["<h2>Accuracy against labels (held-out images)</h2>", f"<p>{html.escape(tally.accuracy_note())}</p>",
+                 _html_table(acc_header, acc_rows)]
     if evaluation_md:
         body += ["<h2>Fusion evaluation (held-out)</h2>", f"<pre>{html.escape(evaluation_md)}</pre>"]
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>charattr attribute report</title><style>"
@@ -245,6 +250,7 @@ def build_attribute_report(code_version: str) -> dg.AssetsDefinition:
             metadata["labels"] = label_origin
         if tally.accuracy():
             metadata["accuracy"] = dg.MetadataValue.json({k: round(a, 4) for k, (a, _n) in tally.accuracy().items()})
+            metadata["accuracy_scope"] = ACCURACY_SCOPE
         return dg.MaterializeResult(metadata=metadata)
 
     return attribute_report

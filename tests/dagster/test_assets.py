@@ -210,6 +210,7 @@ def test_the_policy_learns_online_from_new_shards_only(defs, instance):
 
 
 def test_a_refused_policy_is_not_published_and_its_check_fails(defs, settings, instance, monkeypatch):
+    import charattr_core.learning as learning
     import charattr_core.policy_gate as policy_gate
 
     register(instance, SHARD_KEYS[:1])
@@ -223,7 +224,7 @@ def test_a_refused_policy_is_not_published_and_its_check_fails(defs, settings, i
 
     # The judgement itself is tested in tests/test_policy_gate.py; here, what the asset does with a refusal.
     refusal = policy_gate.PolicyVerdict(False, "learned_policy trails simple_average (test)", ())
-    monkeypatch.setattr(policy_gate, "judge_candidate", lambda report, has_current: refusal)
+    monkeypatch.setattr(learning, "judge_candidate", lambda report, has_current: refusal)
     register(instance, SHARD_KEYS[1:])
     run_job(defs, instance, "ingest_shards", SHARD_KEYS[1:])
     second = run_job(defs, instance, "train_fusion", raise_on_error=False)

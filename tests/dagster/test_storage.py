@@ -12,7 +12,7 @@ from charattr_core.records import AttributeEstimate, ClipEmbedding, ImageRecord,
 from charattr_core.schema import load_vocabulary
 from charattr_dagster.partitions import RANGE_END_TAG, RANGE_START_TAG, contiguous_ranges, range_run_request
 from charattr_dagster.settings import Settings
-from charattr_dagster.tables import RAW_SCHEMA, clip_table, iter_signals, tag_parse_row, tag_parse_schema
+from charattr_dagster.tables import CLIP_SCHEMA, RAW_SCHEMA, clip_row, iter_signals, tag_parse_row, tag_parse_schema
 from charattr_dagster.warehouse import Warehouse
 
 SCHEMA = pa.schema([pa.field("image_id", pa.string()), pa.field("n", pa.int64())])
@@ -147,9 +147,9 @@ def test_iter_signals_joins_by_position_across_batches_and_gaps(tmp_path):
                                                tag_count=i)) for i, r in enumerate(ok)])
     unit = np.zeros(4, dtype=np.float16)
     unit[0] = 1
-    with wh.writer("clip_embeddings", "s", clip_table([]).schema) as out:
-        out.write_table(clip_table([ClipEmbedding(r.image_id, "m", None if r.image_id == "id3" else unit,
-                                                  error="bad" if r.image_id == "id3" else None) for r in ok]))
+    with wh.writer("clip_embeddings", "s", CLIP_SCHEMA) as out:  # as the clip_embeddings asset writes them
+        out.write_rows([clip_row(ClipEmbedding(r.image_id, "m", None if r.image_id == "id3" else unit,
+                                               error="bad" if r.image_id == "id3" else None)) for r in ok])
 
     joined = [s for batch in iter_signals(wh, "s", batch_size=2) for s in batch]
     assert [s.record.image_id for s in joined] == ["id0", "id1", "id3", "id4"]
