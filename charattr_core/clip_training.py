@@ -26,7 +26,7 @@ import logging
 import math
 import random
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -270,6 +270,9 @@ def train_clip(data: TrainingData, vocabulary: Vocabulary, out_dir: str | Path,
                           f"{', '.join(f'{n} {r}' for r, n in data.skipped.items()) or 'none'}).")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    adapted = resolve_adapted_model(settings.pretrained)
+    if adapted is not None:  # continue from an earlier train-clip directory: its architecture and weights
+        settings = replace(settings, model_name=adapted.model_name, pretrained=str(adapted.checkpoint))
     model, transform, arch_name, arch_cfg = _build(settings)
     tokenizer = open_clip.get_tokenizer(settings.model_name)
     model.train()

@@ -147,6 +147,9 @@ def test_fine_tunes_from_a_checkpoint(rows, trained, tmp_path):
                         progress=False)
     meta = json.loads((tmp_path / "ft" / CONFIG_FILE).read_text())
     assert meta["settings"]["pretrained"] == str(trained / WEIGHTS_FILE) and result.model_name == "charattr-tiny"
+    again = train_clip(data, VOCAB, tmp_path / "ft-dir", TrainingSettings(**{**TINY, "model_name": "ViT-B-32"},
+                                                                         pretrained=str(trained)), progress=False)
+    assert again.model_name == "charattr-tiny"  # a train-clip directory brings its own architecture
 
 
 def test_cli_train_clip(demo_source, tmp_path, capsys):
