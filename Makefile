@@ -10,14 +10,15 @@ SAMPLE ?= data/sample
 MODEL ?=
 PRETRAINED ?=
 RUN_OPTIONS := $(if $(MODEL),--model $(MODEL)) $(if $(PRETRAINED),--pretrained $(PRETRAINED))
-export DAGSTER_HOME := $(CURDIR)/data/dagster_home
+# One source, one namespace: each source has its own Dagster instance,
+# data/sources/<name>-<hash>/dagster_home (charattr_core/namespaces.py); `make ui` opens the sample's.
 
 .PHONY: setup run test bench ui app clean fuzz evidence
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,app]"
+	$(PY) -m pip install --quiet -e ".[dev,app,onnx,openvino]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -36,6 +37,8 @@ fuzz: setup
 bench: setup
 	$(PY) -m benchmarks
 
+ui: export CHARATTR_SOURCE ?= $(abspath $(SAMPLE))
+ui: export DAGSTER_HOME ?= $(shell CHARATTR_SOURCE=$(abspath $(SAMPLE)) $(PY) -m charattr_core.settings --dagster-home)
 ui: setup
 	$(if $(MODEL),CHARATTR_MODEL=$(MODEL)) $(if $(PRETRAINED),CHARATTR_PRETRAINED=$(PRETRAINED)) \
 		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
@@ -53,4 +56,4 @@ app: setup
 	$(BIN)/charattr app $(RUN_OPTIONS)
 
 clean:
-	rm -rf data/warehouse data/dagster_home data/reports data/charattr.db* $(SAMPLE)
+	rm -rf data/sources data/warehouse data/dagster_home data/reports data/charattr.db* $(SAMPLE)

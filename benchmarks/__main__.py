@@ -10,6 +10,7 @@ the exit code is non-zero only when a benchmark could not run.
     sources  read + validate images/s: folder vs WebDataset tar vs Parquet (bench_sources.py)
     cache    second run over the same images vs the first, and its breakdown (bench_cache.py)
     clip     CLIP stage vs the bare model vs a naive loop, tuning sweeps (bench_clip.py)
+    runtimes CPU runtimes and precisions vs eager fp32, and the auto path's stage (bench_runtimes.py)
     memory   peak RSS of tags-only runs (10k vs 100k images) and of a CLIP run (bench_memory.py)
     scale    1M posts over 100 partitions through `charattr run` (Dagster) (bench_scale.py)
 
@@ -34,6 +35,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "sources": ("benchmarks.bench_sources", ["--quick"], []),
     "cache": ("benchmarks.bench_cache", ["--quick"], []),
     "clip": ("benchmarks.bench_clip", ["--quick"], []),
+    "runtimes": ("benchmarks.bench_runtimes", ["--quick"], []),
     "memory": ("benchmarks.bench_memory", ["--quick"], []),
     "scale": ("benchmarks.bench_scale", ["--quick"], []),
 }

@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="charattr-bench-clip-") as tmp:
         for device, precision, batch_size, n in devices:
             model = load_clip(MODEL, None, device=device, precision=precision)
-            label = f"{model.device.type}/{str(model.dtype).removeprefix('torch.')}"
+            label = f"{model.device.type}/{model.inference_path}"
             paths = Paths(model, source, records, Path(tmp))
             rows, rate = measure(paths, images=n, naive_images=naive_images, batch_size=batch_size,
                                  workers=args.workers if model.device.type == "cpu" else max(4, usable_cores() - 1),

@@ -21,7 +21,6 @@ post); its folder under benchmarks/data/ is deleted at the end unless `--keep`.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import resource
 import shutil
@@ -46,7 +45,7 @@ def clip_off_env(tmp: Path) -> tuple[dict[str, str], str]:
     """
     from charattr_dagster import settings
 
-    fields = {f.name for f in dataclasses.fields(settings.Settings)}
+    fields = set(settings.Settings.model_fields)
     if "use_clip" in fields:
         return {"CHARATTR_USE_CLIP": "0"}, "CHARATTR_USE_CLIP=0"
     empty = tmp / "empty_hf_cache"
@@ -101,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--per-shard", type=int)
     ap.add_argument("--shards-per-run", type=int, help="partitions per Dagster run (default: the layer's own)")
     ap.add_argument("--batch-size", type=int, default=256,
-                    help="CHARATTR_BATCH_SIZE: rows per cached batch and transaction (CLIP is off; default 256)")
+                    help="CHARATTR_STAGE_BATCH_SIZE: rows per cached batch and transaction (CLIP is off; default 256)")
     ap.add_argument("--keep", action="store_true", help="keep the run's folder (warehouse, store, DAGSTER_HOME)")
     ap.add_argument("--timeout", type=float, default=4 * 3600, help="seconds before the run is stopped")
     args = ap.parse_args(argv)
@@ -118,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = {**os.environ, **env_clip, "DAGSTER_HOME": str(tmp / "dagster_home"),
                "CHARATTR_DATA_DIR": str(tmp / "data"), "PYTHONUNBUFFERED": "1"}
         if args.batch_size:
-            env["CHARATTR_BATCH_SIZE"] = str(args.batch_size)
+            env["CHARATTR_STAGE_BATCH_SIZE"] = str(args.batch_size)
         if args.shards_per_run:
             env["CHARATTR_SHARDS_PER_RUN"] = str(args.shards_per_run)
         cmd = [*charattr_command(), "run", str(source)]

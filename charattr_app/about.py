@@ -3,7 +3,6 @@ tab is opened), the versions the app's answers carry, and the commands that run 
 
 from __future__ import annotations
 
-import dataclasses
 
 from charattr_core import __version__
 from charattr_core.pipeline import Pipeline
@@ -23,8 +22,8 @@ def asset_graph_markdown(pipe: Pipeline) -> str:
     except ImportError as exc:  # the Dagster layer is not installed beside the app
         return f"{GRAPH_FALLBACK}\n\n(charattr_dagster is not importable here: {exc})"
     c = pipe.config
-    settings = dataclasses.replace(Settings.from_env(), model_name=c.model_name, pretrained=c.pretrained,
-                                   use_clip=c.use_clip, fusion_strategy=c.fusion_strategy)
+    settings = Settings.from_env().replace(model_name=c.model_name, pretrained=c.pretrained,
+                                            use_clip=c.use_clip, fusion_strategy=c.fusion_strategy)
     graph = build_definitions(settings).resolve_asset_graph()
     nodes = {n.key.to_user_string(): n for n in graph.asset_nodes}
     order = [k for k in ("raw_images", "tag_parses", "clip_embeddings", "attribute_probes", "fusion_policy",

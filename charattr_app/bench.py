@@ -9,7 +9,6 @@ every fused row in the cache. Images/s of both, the speed-up, and the machine (d
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass
@@ -83,7 +82,7 @@ def run_benchmark(config: PipelineConfig, images: int = 32, size: int = 128, wor
     with tempfile.TemporaryDirectory(prefix="charattr-app-bench-", dir=work_dir) as tmp:
         folder = Path(tmp) / "sample"
         write_demo_dataset(folder, n_images=images, n_shards=1, seed=0, size=size)
-        config = dataclasses.replace(config, database_url=f"sqlite:///{Path(tmp) / 'bench.db'}", cache_results=True)
+        config = config.replace(database_url=f"sqlite:///{Path(tmp) / 'bench.db'}", cache_results=True)
         runs, note = [], None
         for name in ("first run (empty cache)", "second run (cached)"):
             summary = RunSummary()

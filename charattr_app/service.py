@@ -55,7 +55,7 @@ class AppService:
         pipe = self._pipelines.get(controls)
         if pipe is None:
             policy = (controls.policy or "").strip() or None
-            config = dataclasses.replace(self.config, fusion_strategy=controls.strategy, policy_path=policy,
+            config = self.config.replace(fusion_strategy=controls.strategy, policy_path=policy,
                                          use_rl=policy is not None, confidence_threshold=float(controls.accept),
                                          low_confidence_threshold=float(controls.low))
             pipe = Pipeline(config, clip_model=self._clip)

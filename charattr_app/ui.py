@@ -4,7 +4,6 @@ the app's log, never to the page)."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import os
@@ -84,8 +83,8 @@ def build_app(service: AppService) -> gr.Blocks:
     def run_bench(model, pretrained, images):
         pretrained = (pretrained or "").strip()
         try:
-            config = dataclasses.replace(
-                cfg, model_name=(model or cfg.model_name).strip(),
+            config = cfg.replace(
+                model_name=(model or cfg.model_name).strip(),
                 pretrained=None if pretrained.lower() in ("", "none", "random") else pretrained)
             result = bench.run_benchmark(config, images=int(images))
         except Exception as exc:  # noqa: BLE001

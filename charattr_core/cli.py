@@ -9,7 +9,9 @@
     charattr run SOURCE                                    the Dagster asset graph (charattr_dagster)
 
 User mistakes (bad arguments, missing paths, a bad database URL, missing model weights) end
-with one line on stderr and a non-zero exit code, never a traceback.
+with one line on stderr and a non-zero exit code, never a traceback. The settings options of
+each command are generated from `charattr_core.settings.Settings`, and default to the CHARATTR_*
+environment variables.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .config import ALL_STRATEGIES, DEVICES, PRECISIONS, PipelineConfig
+from .settings import PIPELINE, Settings, add_options
 from .errors import CharattrError, ConfigError
 
 EXIT_USAGE = 2
@@ -43,47 +45,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("pipeline settings")
-    g.add_argument("--vocabulary", help="attribute vocabulary TOML (default: the bundled one)")
-    g.add_argument("--database-url", help="results/cache database (default: sqlite:///data/charattr.db)")
-    g.add_argument("--no-cache", action="store_true", help="do not read or write the results cache")
-    g.add_argument("--strategy", choices=ALL_STRATEGIES, help="fixed fusion strategy (default: confidence_weighted)")
-    g.add_argument("--policy", help="trained fusion policy (safetensors + JSON base path)")
-    g.add_argument("--probes", help="trained attribute probes (safetensors + JSON base path)")
-    g.add_argument("--threshold", type=float, help="accept threshold (default 0.8)")
-    g.add_argument("--low-threshold", type=float, help="fallback threshold (default 0.3)")
-    g.add_argument("--max-image-pixels", type=int,
-                   help="refuse larger images as decompression bombs (default 89478485, Pillow's limit)")
-    m = p.add_argument_group("CLIP model")
-    m.add_argument("--no-clip", action="store_true", help="tags only: do not load CLIP")
-    m.add_argument("--model", help="open_clip architecture (default ViT-B-32)")
-    m.add_argument("--pretrained", help="open_clip pretrained tag or local checkpoint path (default openai)")
-    m.add_argument("--allow-download", action="store_true", default=None,
-                   help="download missing weights (otherwise only the local cache is used)")
-    m.add_argument("--device", choices=DEVICES, help="default: auto (cuda, mps, cpu)")
-    m.add_argument("--precision", choices=PRECISIONS, help="default: auto (fp16 on CUDA, fp32 on CPU)")
-    m.add_argument("--batch-size", type=int, help="images per model batch (default 32)")
-    m.add_argument("--workers", type=int, help="decode/preprocess threads (default 2)")
+    """The in-process pipeline's settings, generated from `charattr_core.settings.Settings`."""
+    add_options(p, PIPELINE)
 
 
-def config_from_args(args: argparse.Namespace) -> PipelineConfig:
-    """Only the options the user gave override the defaults."""
-    mapping = {
-        "vocabulary": args.vocabulary, "database_url": args.database_url,
-        "fusion_strategy": args.strategy, "policy_path": args.policy, "probes_path": args.probes,
-        "confidence_threshold": args.threshold, "low_confidence_threshold": args.low_threshold,
-        "model_name": args.model, "pretrained": args.pretrained, "device": args.device,
-        "precision": args.precision, "allow_download": args.allow_download, "batch_size": args.batch_size, "num_workers": args.workers,
-        "max_image_pixels": args.max_image_pixels,
-    }
-    values = {k: v for k, v in mapping.items() if v is not None}
-    if args.no_cache:
-        values["cache_results"] = False
-    if args.no_clip:
-        values["use_clip"] = False
-    if values.get("pretrained") in ("none", "random"):
-        values["pretrained"] = None
-    return PipelineConfig.from_mapping(values)
+def config_from_args(args: argparse.Namespace) -> Settings:
+    """The CHARATTR_* environment's settings; the options the user gave override them."""
+    return Settings.from_options(args)
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
@@ -192,12 +160,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary()
     with create_pipeline(config_from_args(args), use_rl=False) as pipe, \
-            SignalSpill(out_dir, batch_size=pipe.config.batch_size) as spill:
+            SignalSpill(out_dir, batch_size=pipe.config.stage_batch_size) as spill:
         vocab = pipe.vocabulary
         labels, label_kind = _reference_labels(args, source, vocab, load_labels)
         print(f"reference: {label_kind}", file=sys.stderr)
         # Signals are computed once and spilled to disk; every training pass streams them back.
-        spill.write(pipe.iter_signals(source, limit=args.limit, summary=summary, batch_size=pipe.config.batch_size))
+        spill.write(pipe.iter_signals(source, limit=args.limit, summary=summary, batch_size=pipe.config.stage_batch_size))
         result = learn_and_evaluate(spill, vocab, model_key=pipe.clip.model_key if pipe.clip else None,
                                     scorer=pipe._zero_shot(), user_labels=labels, thresholds=pipe.thresholds,
                                     default_strategy=pipe.config.fusion_strategy, n_bootstrap=args.bootstrap,
@@ -312,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="CSV/Parquet of image_id, attribute, value: corrections that serve as labels")
     p.add_argument("--out-dir", default="data/reports/eval", help="where the report, CSV and plot go")
     p.add_argument("--limit", type=_count, help="at most this many images")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--bootstrap", type=int, default=Settings.model_fields["eval_bootstrap"].default,
+                   help="bootstrap resamples for the 95%% intervals (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     _add_pipeline_options(p)
     p.set_defaults(func=_cmd_eval)

@@ -138,9 +138,14 @@ def _prepare(record: ImageRecord, *, load_bytes: Callable[[ImageRecord], bytes],
 # inference with out-of-memory backoff
 
 
+# How each runtime says it ran out of memory: PyTorch, ONNX Runtime ("Failed to allocate memory"),
+# OpenVINO (std::bad_alloc).
+_OOM_MESSAGES = ("out of memory", "failed to allocate memory", "bad_alloc", "bad allocation")
+
+
 def _is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in _OOM_MESSAGES))
 
 
 class OomBackoffEncoder:

@@ -13,10 +13,12 @@ Where the weights come from (`pretrained=`):
   - `None` or `"random"`: random weights from a fixed seed, so the same architecture always
     gives the same embeddings (tests, benchmarks).
 
-Devices: `"auto"` picks cuda, then mps, then cpu. Precision: `"auto"` is fp16 on CUDA and fp32
-elsewhere; fp16 requested on a CPU falls back to fp32 with a `RuntimeWarning` (so one config
-works on the GPU box and on a laptop), bf16 on a GPU without bf16 falls back to fp16. Precision
-is not part of the model key: it changes embeddings only in the last bits.
+Devices: `"auto"` picks cuda, then mps, then cpu. Precision on a GPU: `"auto"` is fp16 on CUDA;
+bf16 on a GPU without bf16 falls back to fp16. On a CPU the runtime (PyTorch, ONNX Runtime,
+OpenVINO) and precision are planned from the CPU's features and checked against fp32 once per
+model (`clip_runtime.py`); fp16 requested on a CPU falls back to fp32 with a `RuntimeWarning` (so
+one config works on the GPU box and on a laptop). Every path but PyTorch fp32 is part of the
+model key (`ViT-B-32/openai@openvino-bf16`), so embeddings of two paths never mix in the cache.
 """
 
 from __future__ import annotations
@@ -41,7 +43,11 @@ import xxhash
 from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 
 from .clip_model import ClipModel
-from .config import PRECISIONS
+from .clip_runtime import (
+    AUTO_MIN_COSINE, FP32, InferencePath, PRECISIONS, build_image_encoder, check_images, cosine_to_reference,
+    plan_cpu_path, read_verdict, resolve_inference_path, write_verdict,
+)
+from .cpu_features import read_cpu_features
 from .errors import ConfigError, ModelUnavailableError
 
 log = logging.getLogger(__name__)
@@ -102,6 +108,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "fp16" and device.type == "cpu":
         warnings.warn("Precision fp16 is slow or unsupported on CPU; using fp32 instead.", RuntimeWarning, stacklevel=3)
         return "fp32"
+    if precision == "int8" and device.type != "cpu":
+        raise ConfigError(f"Precision int8 runs on the CPU only; use fp16, bf16 or fp32 on {device.type}.")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         warnings.warn("This GPU does not support bf16; using fp16 instead.", RuntimeWarning, stacklevel=3)
         return "fp16"
@@ -374,20 +382,32 @@ def _read_safetensors_in_place(model: torch.nn.Module, path: str) -> bool:
     return True
 
 
-def clip_model_key(model_name: str, pretrained: str | os.PathLike | None, *, allow_download: bool | None = None,
+def clip_model_key(model_name: str, pretrained: str | os.PathLike | None, *, device: str = "auto",
+                   precision: str = "auto", runtime: str = "auto", allow_download: bool | None = None,
                    cache_dir: str | None = None) -> str:
-    """The `model_key` that `load_clip(model_name, pretrained)` would give, found without loading
-    (or importing more than open_clip's registry): what the stage versions need to look up cached
-    results. Raises what `load_clip` raises for an unknown model, tag or file, or missing weights."""
+    """The `model_key` that `load_clip(model_name, pretrained, device, precision, runtime)` would
+    give, found without loading (or importing more than open_clip's registry): what the stage
+    versions need to look up cached results. Raises what `load_clip` raises for an unknown model,
+    tag or file, or missing weights."""
     register_model_configs()
     if model_name.startswith(("hf-hub:", "local-dir:")) or open_clip.get_model_config(model_name) is None:
         raise _unknown_model_error(model_name)
     source = resolve_weights(model_name, pretrained, allow_download=allow_download, cache_dir=cache_dir)
-    return f"{model_name}/{source.label}"
+    base_key = f"{model_name}/{source.label}"
+    device_type = resolve_device(device).type
+    if device_type != "cpu":
+        precision = resolve_precision(precision, torch.device(device_type))
+    path = resolve_inference_path(base_key, device_type, runtime, precision)
+    if device_type == "cpu" and precision == "auto" and not path.is_reference and read_verdict(base_key, path) is None:
+        # The auto plan is only known to hold after its check against fp32, once per model and
+        # CPU (then stored): load and check now, so the key never names a path that is not used.
+        return load_clip(model_name, pretrained, device, precision, runtime=runtime, allow_download=allow_download,
+                         cache_dir=cache_dir).model_key
+    return base_key + path.key_suffix
 
 
 def load_clip(model_name: str = "ViT-B-32", pretrained: str | os.PathLike | None = "openai", device: str = "auto",
-              precision: str = "auto", *, allow_download: bool | None = None,
+              precision: str = "auto", *, runtime: str = "auto", allow_download: bool | None = None,
               cache_dir: str | None = None) -> ClipModel:
     """Load an open_clip model for inference.
 
@@ -395,7 +415,8 @@ def load_clip(model_name: str = "ViT-B-32", pretrained: str | os.PathLike | None
         model_name: an open_clip architecture (`open_clip.list_models()`), or `charattr-tiny`.
         pretrained: an open_clip tag, a local checkpoint file, or None/"random" for seeded random weights.
         device: "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N" or "mps".
-        precision: "auto", "fp32", "fp16" or "bf16" (see the module docstring for fallbacks).
+        precision: "auto", "fp32", "fp16", "bf16" or "int8" (CPU); see the module docstring.
+        runtime: on a CPU, "auto", "torch", "onnxruntime" or "openvino" (see `clip_runtime.py`).
         allow_download: fetch missing tagged weights from the Hugging Face Hub; None reads
             `CHARATTR_ALLOW_DOWNLOAD` from the environment (off unless set).
         cache_dir: the Hugging Face cache to look in (default: huggingface_hub's).
@@ -411,7 +432,13 @@ def load_clip(model_name: str = "ViT-B-32", pretrained: str | os.PathLike | None
     if model_cfg is None:
         raise _unknown_model_error(model_name)
     torch_device = resolve_device(device)
-    precision_name = resolve_precision(precision, torch_device)
+    if torch_device.type == "cpu":
+        planned, plan_note = plan_cpu_path(runtime, precision)
+        precision_name = "fp32"  # the reference weights; other CPU paths are built from them
+    else:
+        precision_name = resolve_precision(precision, torch_device)
+        planned = resolve_inference_path("", torch_device.type, runtime, precision_name)
+        plan_note = ""
     source = resolve_weights(model_name, pretrained, allow_download=allow_download, cache_dir=cache_dir)
     _check_hf_text_tower(model_name, model_cfg, allow_download, cache_dir)
 
@@ -428,5 +455,45 @@ def load_clip(model_name: str = "ViT-B-32", pretrained: str | os.PathLike | None
     if source.path is not None:
         _load_checkpoint(model, source, model_name)
     tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
-    return ClipModel(model, preprocess, tokenizer, model_name=model_name, model_key=f"{model_name}/{source.label}",
-                     embed_dim=int(model_cfg["embed_dim"]), device=torch_device, dtype=_DTYPES[precision_name])
+    base_key = f"{model_name}/{source.label}"
+    reference = ClipModel(model, preprocess, tokenizer, model_name=model_name, model_key=base_key + planned.key_suffix,
+                          embed_dim=int(model_cfg["embed_dim"]), device=torch_device, dtype=_DTYPES[precision_name],
+                          inference_path=planned)
+    if torch_device.type != "cpu" or planned.is_reference:
+        reference.inference_note = plan_note
+        return reference
+    return _with_cpu_path(reference, base_key, planned, plan_note, auto=precision == "auto")
+
+
+def _with_cpu_path(reference: ClipModel, base_key: str, planned: InferencePath, plan_note: str, *,
+                   auto: bool) -> ClipModel:
+    """`reference` (PyTorch fp32) switched to the planned CPU path, after the once-per-model check
+    against fp32; an auto plan that fails the check, or a runtime that fails to build, falls back."""
+    fallback = FP32 if planned.runtime == "torch" or auto else InferencePath(planned.runtime, "fp32")
+    try:
+        encoder = build_image_encoder(reference.model, planned, reference.image_size, base_key)
+    except Exception as exc:  # noqa: BLE001 - a converter's failure must not stop the stage
+        note = f"could not build the {planned} path ({describe_exception(exc)}); using torch fp32"
+        log.warning("CLIP inference: %s", note)
+        return reference.with_image_encoder(None, FP32, base_key, note)
+    verdict = read_verdict(base_key, planned)
+    if verdict is None:
+        from PIL import Image
+
+        images = [Image.fromarray(a) for a in check_images(reference.image_size).numpy()]
+        expected = reference.encode_pil(images)
+        candidate = reference.with_image_encoder(encoder, planned, base_key, "").encode_pil(images)
+        mean, worst = cosine_to_reference(candidate, expected)
+        verdict = {"passed": worst >= AUTO_MIN_COSINE, "cosine_mean": mean, "cosine_min": worst,
+                   "threshold": AUTO_MIN_COSINE, "cpu": read_cpu_features().describe()}
+        write_verdict(base_key, planned, verdict)
+    measured = f"cosine to fp32 {verdict['cosine_mean']:.6f} mean / {verdict['cosine_min']:.6f} min"
+    if not verdict["passed"] and auto:
+        note = f"{planned} failed the check against fp32 ({measured} < {AUTO_MIN_COSINE}); using {fallback}"
+        log.warning("CLIP inference: %s", note)
+        encoder = None if fallback.is_reference else build_image_encoder(
+            reference.model, fallback, reference.image_size, base_key)
+        return reference.with_image_encoder(encoder, fallback, base_key, note)
+    note = "; ".join(part for part in (plan_note, f"{planned}: {measured}") if part)
+    log.info("CLIP inference: %s", note)
+    return reference.with_image_encoder(encoder, planned, base_key, note)

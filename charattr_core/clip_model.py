@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
+from .clip_runtime import FP32, ImageEncoder, InferencePath
 from .schema import Vocabulary, iter_prompts
 
 TEXT_BATCH_SIZE = 128  # prompts per text-encoder pass; a vocabulary has a few hundred
@@ -55,12 +56,19 @@ class ClipModel:
         dtype: the weights' dtype (float32, or float16/bfloat16 on an accelerator).
         image_size: (height, width) the visual tower takes.
         preprocess: open_clip's eval transform, PIL image -> float tensor (3, H, W).
+        inference_path: the runtime and precision the image tower runs in (`clip_runtime.py`).
+        inference_note: why that path was chosen (plan, check against fp32, fallback), for logs and metadata.
     """
 
     def __init__(self, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor],
                  tokenizer: Callable[[Sequence[str]], torch.Tensor], *, model_name: str, model_key: str,
-                 embed_dim: int, device: torch.device, dtype: torch.dtype) -> None:
+                 embed_dim: int, device: torch.device, dtype: torch.dtype,
+                 inference_path: InferencePath = FP32, image_encoder: ImageEncoder | None = None,
+                 inference_note: str = "") -> None:
         self.model = model.eval()
+        self.inference_path = inference_path
+        self.inference_note = inference_note
+        self._image_encoder = image_encoder  # None: the model's own encode_image
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.model_name = model_name
@@ -88,6 +96,15 @@ class ClipModel:
             self._mean = torch.tensor(split[1], dtype=torch.float32, device=device).view(1, -1, 1, 1)
             self._std = torch.tensor(split[2], dtype=torch.float32, device=device).view(1, -1, 1, 1)
 
+    def with_image_encoder(self, encoder: ImageEncoder | None, path: InferencePath, base_key: str,
+                           note: str) -> "ClipModel":
+        """The same model (shared weights, tokenizer and text cache) with its image tower run by
+        `encoder` on `path`; the model key names the path."""
+        clone = ClipModel(self.model, self.preprocess, self.tokenizer, model_name=self.model_name,
+                          model_key=base_key + path.key_suffix, embed_dim=self.embed_dim, device=self.device,
+                          dtype=self.dtype, inference_path=path, image_encoder=encoder, inference_note=note)
+        return clone
+
     @property
     def accepts_pixels(self) -> bool:
         """Whether `prepare_pixels` is available (open_clip's usual transform); else use `preprocess`."""
@@ -109,7 +126,8 @@ class ClipModel:
         return pixels
 
     def __repr__(self) -> str:
-        return f"ClipModel({self.model_key!r}, device={self.device}, dtype={self.dtype}, embed_dim={self.embed_dim})"
+        return (f"ClipModel({self.model_key!r}, device={self.device}, path={self.inference_path}, "
+                f"embed_dim={self.embed_dim})")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         # Mixed precision only where it pays; on CPU the model already runs in its own dtype.
@@ -142,8 +160,11 @@ class ClipModel:
             # do not depend on which path the batch came through.
             x = x.to(self.dtype).contiguous(
                 memory_format=torch.channels_last if self._channels_last else torch.contiguous_format)
-            with self._autocast():
-                features = self.model.encode_image(x)
+            if self._image_encoder is not None:
+                features = self._image_encoder(x)
+            else:
+                with self._autocast():
+                    features = self.model.encode_image(x)
             features = F.normalize(features.float(), dim=-1)
         return features.cpu().numpy()
 

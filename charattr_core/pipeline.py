@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from .batching import batched
-from .config import PipelineConfig
+from .settings import Settings
 from .errors import ConfigError, ModelUnavailableError, NoSignalError
 from .records import FusedAttributes, ImageRecord, SourceItem, TagParse, tags_digest
 from .schema import load_vocabulary
@@ -67,7 +67,7 @@ class RunSummary:
 class Pipeline:
     """Holds the loaded vocabulary, models and store; processes images in streamed batches."""
 
-    def __init__(self, config: PipelineConfig, *, clip_model=None):
+    def __init__(self, config: Settings, *, clip_model=None):
         from .fusion import Thresholds  # fusion imports numpy-heavy modules; keep import order simple
 
         self.config = config
@@ -93,7 +93,7 @@ class Pipeline:
         from .artifacts import artifact_paths
 
         for path, stem, what in ((self.config.probes_path, "probes", "attribute probes"),
-                                 (self.config.policy_path if self.config.use_rl else None, "policy", "fusion policy")):
+                                 (self.config.policy_path if self.config.use_learned_policy else None, "policy", "fusion policy")):
             if path and not all(p.is_file() for p in artifact_paths(path, stem)):
                 tensors, meta = artifact_paths(path, stem)
                 raise ConfigError(f"No {what} at {path} (expected {meta.name} and {tensors.name}).")
@@ -124,7 +124,7 @@ class Pipeline:
                 signals.probes = probes.probes_version if probes is not None else None
                 if why:
                     signals.refuse("probes", why)
-            if self.config.use_rl and self.config.policy_path:
+            if self.config.use_learned_policy and self.config.policy_path:
                 policy, why = usable_policy(self.config.policy_path, self.vocabulary, key)
                 signals.policy = policy.version if policy is not None else None
                 if why:
@@ -144,7 +144,7 @@ class Pipeline:
             try:
                 self._clip = load_clip(self.config.model_name, self.config.pretrained,
                                        device=self.config.device, precision=self.config.precision,
-                                       allow_download=self.config.allow_download)
+                                       runtime=self.config.runtime, allow_download=self.config.allow_download)
             except ModelUnavailableError as exc:
                 self.clip_unavailable = str(exc)
                 self._clip_key = None
@@ -162,7 +162,9 @@ class Pipeline:
             from .clip_loading import clip_model_key
             try:
                 # Never download just to name the weights: if they are not here, loading decides.
-                self._clip_key = clip_model_key(self.config.model_name, self.config.pretrained, allow_download=False)
+                self._clip_key = clip_model_key(self.config.model_name, self.config.pretrained, device=self.config.device,
+                                                precision=self.config.precision, runtime=self.config.runtime,
+                                                allow_download=False)
             except ModelUnavailableError:
                 return self.clip.model_key if self.clip is not None else None
         return self._clip_key
@@ -269,7 +271,7 @@ class Pipeline:
             embs, clip_counts = run_cached(
                 batch, lambda r: r.image_id,
                 lambda rs: embed_images(rs, self.clip, verified_loader(lambda r: data_by_uri[r.source_uri]),
-                                        batch_size=self.config.batch_size, num_workers=self.config.num_workers),
+                                        batch_size=self.config.clip_batch_size, num_workers=self.config.num_workers),
                 EMBEDDING_CODEC, self.store, STAGE_CLIP, versions[STAGE_CLIP])
             summary.stages[STAGE_CLIP] += clip_counts
             embeddings = {e.image_id: e.embedding for e in embs if e.embedding is not None}
@@ -278,11 +280,12 @@ class Pipeline:
         return {r.source_uri: p for r, p in zip(batch, parses)}, embeddings
 
     def iter_signals(self, path: str | Path, limit: int | None = None, summary: RunSummary | None = None,
-                     batch_size: int = 256) -> Iterator[list["Signals"]]:
+                     batch_size: int | None = None) -> Iterator[list["Signals"]]:
         """Batches of per-image signals (record, tag parse, embedding) for the learning stages."""
         from .learning import Signals
 
         summary = summary if summary is not None else RunSummary()
+        batch_size = batch_size or self.config.stage_batch_size
         versions = self.versions()
         for items in batched(self._items(path, limit), batch_size):
             records = [inspect_image(item, self.config.max_image_pixels) for item in items]
@@ -305,10 +308,10 @@ class Pipeline:
                 yield item
 
     def iter_results(self, path: str | Path, limit: int | None = None, summary: RunSummary | None = None,
-                     batch_size: int = 256) -> Iterator[tuple[ImageRecord, FusedAttributes | None]]:
+                     batch_size: int | None = None) -> Iterator[tuple[ImageRecord, FusedAttributes | None]]:
         """Stream (record, fused) pairs over every shard of a source; at most `limit` images."""
         summary = summary if summary is not None else RunSummary()
-        for batch in batched(self._items(path, limit), batch_size):
+        for batch in batched(self._items(path, limit), batch_size or self.config.stage_batch_size):
             yield from self.process_items(batch, summary)
 
     def process_batch(self, path: str | Path, limit: int | None = None) -> list[FusedAttributes]:
@@ -358,11 +361,13 @@ class Pipeline:
         self.close()
 
 
-def create_pipeline(config: PipelineConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Pipeline:
-    """Build a pipeline from a `PipelineConfig` or a plain dict of settings (the seed's style)."""
-    if isinstance(config, PipelineConfig):
-        cfg = PipelineConfig.from_mapping({**config.to_dict(), **overrides}) if overrides else config
+def create_pipeline(config: Settings | Mapping[str, Any] | None = None, **overrides: Any) -> Pipeline:
+    """Build a pipeline from `Settings` or a plain dict of settings (the seed's keys, e.g.
+    confidence_threshold, fusion_strategy, use_rl, cache_results); an unknown key is a
+    `ConfigError`. The environment is not read (`Settings.from_env()` does that)."""
+    if isinstance(config, Settings):
+        cfg = config.replace(**overrides) if overrides else config
     else:
-        cfg = PipelineConfig.from_mapping(config or {}, **overrides)
+        cfg = Settings.from_mapping(config or {}, **overrides)
     return Pipeline(cfg)
 

@@ -7,8 +7,10 @@ URL (a GPU box or a cluster). Both speak the same SQLAlchemy Core schema:
   JSON payload and an optional binary blob (e.g. a float16 embedding). `tags_digest` is "" for
   stages that do not read the tags; for those that do (tag parses, fused rows) the same bytes
   under other tags are another row. Keys are an image_id, or an `(image_id, tags_digest)` pair.
-- `fused_attributes`: the product users query. One row per `(image_id, tags_digest, stage_version)`:
-  the same picture posted with other tags is another answer, and both rows are kept.
+- `fused_attributes`: the product users query. One row per `(image_id, tags_digest, stage_version,
+  source_namespace)`: the same picture posted with other tags is another answer, and both rows
+  are kept; each source's product is its own (one source, one namespace), even where two sources
+  hold the same image (`source_namespace` is "" for rows written without one).
 - `schema_version`: one row per applied schema version, so later releases can migrate.
 
 Guarantees:
@@ -61,7 +63,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2  # 2: tags_digest in the keys of both tables
+SCHEMA_VERSION = 3  # 2: tags_digest in the keys of both tables; 3: source_namespace in fused_attributes
 LOOKUP_CHUNK = 500  # ids per IN (...) query: well under SQLite's bound-variable limit (999 on old builds)
 WRITE_CHUNK = 500  # rows per executemany inside one put transaction
 SQLITE_BUSY_TIMEOUT_S = 30.0  # how long SQLite itself waits for another writer's lock
@@ -107,12 +109,13 @@ fused_attributes = sa.Table(
     sa.Column("image_id", sa.Text, nullable=False),
     sa.Column("stage_version", sa.Text, nullable=False),
     sa.Column("tags_digest", sa.Text, nullable=False, server_default=""),
+    sa.Column("source_namespace", sa.Text, nullable=False, server_default=""),
     sa.Column("source_uri", sa.Text, nullable=True),
     sa.Column("confidence", sa.Float, nullable=False),
     sa.Column("strategy", sa.Text, nullable=False),
     sa.Column("payload", sa.JSON, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint("image_id", "stage_version", "tags_digest", name="pk_fused_attributes"),
+    sa.PrimaryKeyConstraint("image_id", "stage_version", "tags_digest", "source_namespace", name="pk_fused_attributes"),
     # "the product of one version", in id order: what users query and what iter_fused pages through
     sa.Index("ix_fused_attributes_version_image", "stage_version", "image_id"),
 )
@@ -141,17 +144,36 @@ def _add_tags_digest(conn: Connection) -> None:
     else:  # SQLite cannot change a primary key: copy each table into its new shape
         conn.exec_driver_sql("DROP INDEX IF EXISTS ix_fused_attributes_version_image")
         for table in (stage_results, fused_attributes):
-            conn.exec_driver_sql(f"ALTER TABLE {table.name} RENAME TO {table.name}_v1")
-            table.create(conn)
-            old = [c.name for c in table.columns if c.name != "tags_digest"]
-            conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(old)}) "
-                                 f"SELECT {', '.join(old)} FROM {table.name}_v1")
-            conn.exec_driver_sql(f"DROP TABLE {table.name}_v1")
+            _copy_into_current_shape(conn, table)
     conn.execute(sa.delete(stage_results).where(stage_results.c.stage.in_(_TAG_DEPENDENT_STAGES)))
 
 
+def _add_source_namespace(conn: Connection) -> None:
+    """Version 2 -> 3: `source_namespace` joins the key of `fused_attributes` ("" for old rows)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ALTER TABLE fused_attributes ADD COLUMN source_namespace TEXT NOT NULL DEFAULT ''")
+        conn.exec_driver_sql("ALTER TABLE fused_attributes DROP CONSTRAINT pk_fused_attributes")
+        conn.exec_driver_sql("ALTER TABLE fused_attributes ADD CONSTRAINT pk_fused_attributes "
+                             "PRIMARY KEY (image_id, stage_version, tags_digest, source_namespace)")
+    elif "source_namespace" not in {c["name"] for c in sa.inspect(conn).get_columns("fused_attributes")}:
+        conn.exec_driver_sql("DROP INDEX IF EXISTS ix_fused_attributes_version_image")
+        _copy_into_current_shape(conn, fused_attributes)
+    # else: a SQLite copy made by an earlier step of this migration already has the current shape
+
+
+def _copy_into_current_shape(conn: Connection, table: sa.Table) -> None:
+    """SQLite cannot change a primary key: rename the table, create it in the current shape and copy
+    the columns the old one has (new columns take their defaults)."""
+    conn.exec_driver_sql(f"ALTER TABLE {table.name} RENAME TO {table.name}_old")
+    table.create(conn)
+    present = {c["name"] for c in sa.inspect(conn).get_columns(f"{table.name}_old")}
+    old = [c.name for c in table.columns if c.name in present]
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(old)}) SELECT {', '.join(old)} FROM {table.name}_old")
+    conn.exec_driver_sql(f"DROP TABLE {table.name}_old")
+
+
 # Steps from version v-1 to v.
-_MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_tags_digest}
+_MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_tags_digest, 3: _add_source_namespace}
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,7 +401,7 @@ class ResultStore:
             raise
         self._upsert_stage = self._upsert(stage_results, ("image_id", "stage", "stage_version", "tags_digest"),
                                           ("payload", "blob", "created_at"))
-        self._upsert_fused = self._upsert(fused_attributes, ("image_id", "stage_version", "tags_digest"),
+        self._upsert_fused = self._upsert(fused_attributes, ("image_id", "stage_version", "tags_digest", "source_namespace"),
                                           ("source_uri", "confidence", "strategy", "payload", "created_at"))
         log.debug("Opened the results database at %s", redact_url(self._url))
 
@@ -602,12 +624,14 @@ class ResultStore:
 
         return self._run(work, write=False, what=f"look up {stage} results in")
 
-    def fused_ids(self, stage_version: str, image_ids: Iterable[str]) -> set[str]:
-        """Those of `image_ids` that have a row of `stage_version` in the `fused_attributes` table."""
+    def fused_ids(self, stage_version: str, image_ids: Iterable[str], *, source_namespace: str = "") -> set[str]:
+        """Those of `image_ids` that have a row of `stage_version` in the `fused_attributes` table,
+        in the product of `source_namespace`."""
         _check_key("stage_version", stage_version)
         ids = _unique_ids(image_ids)
         t = fused_attributes
-        query = sa.select(t.c.image_id).where(t.c.stage_version == stage_version)
+        query = sa.select(t.c.image_id).where(t.c.stage_version == stage_version,
+                                              t.c.source_namespace == source_namespace)
 
         def work(conn: Connection) -> set[str]:
             found: set[str] = set()
@@ -617,13 +641,16 @@ class ResultStore:
 
         return self._run(work, write=False, what="look up fused rows in")
 
-    def fused_keys(self, stage_version: str, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Those of the `(image_id, tags_digest)` keys that have a row of `stage_version` in `fused_attributes`."""
+    def fused_keys(self, stage_version: str, keys: Iterable[tuple[str, str]], *,
+                   source_namespace: str = "") -> set[tuple[str, str]]:
+        """Those of the `(image_id, tags_digest)` keys that have a row of `stage_version` in
+        `fused_attributes`, in the product of `source_namespace`."""
         _check_key("stage_version", stage_version)
         wanted = _unique_keys(keys)
         ids = list(dict.fromkeys(image_id for image_id, _d in wanted))
         t = fused_attributes
-        query = sa.select(t.c.image_id, t.c.tags_digest).where(t.c.stage_version == stage_version)
+        query = sa.select(t.c.image_id, t.c.tags_digest).where(t.c.stage_version == stage_version,
+                                                               t.c.source_namespace == source_namespace)
 
         def work(conn: Connection) -> set[tuple[str, str]]:
             found: set[tuple[str, str]] = set()
@@ -666,9 +693,10 @@ class ResultStore:
                       write=True, what=f"write {len(params)} {stage} results to")
         return len(params)
 
-    def put_fused(self, stage_version: str, rows: Iterable[Mapping[str, Any]]) -> int:
+    def put_fused(self, stage_version: str, rows: Iterable[Mapping[str, Any]], *, source_namespace: str = "") -> int:
         """Upsert fused rows (`image_id`, `tags_digest`, `source_uri`, `confidence`, `strategy`, `payload`)
-        in ONE transaction; a row is identified by image, tags digest ("" when not given) and version.
+        in ONE transaction into the product of `source_namespace` (`charattr_core.namespaces`); a row
+        is identified by image, tags digest ("" when not given), version and source namespace.
 
         Same guarantees as `put_many`. `payload` is typically `FusedAttributes.to_record()`.
         """
@@ -686,7 +714,7 @@ class ResultStore:
             if not isinstance(digest, str):
                 raise StoreError(f"The tags_digest of fused row for image {image_id} must be a string, got {digest!r}.")
             by_id[(image_id, digest)] = {"image_id": image_id, "stage_version": stage_version, "tags_digest": digest,
-                               "source_uri": row.get("source_uri"),
+                               "source_namespace": source_namespace, "source_uri": row.get("source_uri"),
                                "confidence": _confidence_for(image_id, row["confidence"]),
                                "strategy": row["strategy"], "payload": _encode_for(image_id, "fused", row["payload"]),
                                "created_at": now}
@@ -727,23 +755,27 @@ class ResultStore:
                 return
             last = (page[-1].image_id, page[-1].tags_digest)
 
-    def iter_fused(self, stage_version: str | None = None, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
-        """Stream fused rows (all versions, or one) as dicts with the columns of `fused_attributes`.
+    def iter_fused(self, stage_version: str | None = None, batch_size: int = 1000, *,
+                   source_namespace: str | None = None) -> Iterator[dict[str, Any]]:
+        """Stream fused rows (all versions, or one; all sources, or one namespace) as dicts with
+        the columns of `fused_attributes`.
 
-        Ordered by (stage_version, image_id, tags_digest); reads `batch_size` rows per query
-        (keyset pagination).
+        Ordered by (stage_version, image_id, tags_digest, source_namespace); reads `batch_size`
+        rows per query (keyset pagination).
         """
         if stage_version is not None:
             _check_key("stage_version", stage_version)
         _check_batch_size(batch_size)
         t = fused_attributes
-        base = sa.select(t).order_by(t.c.stage_version, t.c.image_id, t.c.tags_digest).limit(batch_size)
+        order = (t.c.stage_version, t.c.image_id, t.c.tags_digest, t.c.source_namespace)
+        base = sa.select(t).order_by(*order).limit(batch_size)
         if stage_version is not None:
             base = base.where(t.c.stage_version == stage_version)
-        last: tuple[str, str, str] | None = None
+        if source_namespace is not None:
+            base = base.where(t.c.source_namespace == source_namespace)
+        last: tuple[str, str, str, str] | None = None
         while True:
-            query = base if last is None else base.where(
-                sa.tuple_(t.c.stage_version, t.c.image_id, t.c.tags_digest) > sa.tuple_(*last))
+            query = base if last is None else base.where(sa.tuple_(*order) > sa.tuple_(*last))
             page = self._run(lambda conn: conn.execute(query).all(), write=False, what="read fused rows from")
             for row in page:
                 record = row._asdict()
@@ -751,7 +783,7 @@ class ResultStore:
                 yield record
             if len(page) < batch_size:
                 return
-            last = (page[-1].stage_version, page[-1].image_id, page[-1].tags_digest)
+            last = (page[-1].stage_version, page[-1].image_id, page[-1].tags_digest, page[-1].source_namespace)
 
     def count(self, stage: str | None = None, stage_version: str | None = None) -> int:
         """Number of cached stage results, optionally for one stage and/or one stage version."""
@@ -763,12 +795,14 @@ class ResultStore:
             query = query.where(t.c.stage_version == stage_version)
         return int(self._run(lambda conn: conn.execute(query).scalar_one(), write=False, what="count results in"))
 
-    def count_fused(self, stage_version: str | None = None) -> int:
-        """Number of fused rows, optionally for one stage version."""
+    def count_fused(self, stage_version: str | None = None, *, source_namespace: str | None = None) -> int:
+        """Number of fused rows, optionally for one stage version and/or one source namespace."""
         t = fused_attributes
         query = sa.select(sa.func.count()).select_from(t)
         if stage_version is not None:
             query = query.where(t.c.stage_version == stage_version)
+        if source_namespace is not None:
+            query = query.where(t.c.source_namespace == source_namespace)
         return int(self._run(lambda conn: conn.execute(query).scalar_one(), write=False, what="count fused rows in"))
 
     def stage_versions(self, stage: str) -> list[str]:

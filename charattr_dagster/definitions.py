@@ -13,7 +13,6 @@ DAGSTER_HOME).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import dagster as dg
 
@@ -48,15 +47,11 @@ def database_url_config(url: str) -> str | dg.EnvVar:
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
-        "clip": ClipModelResource(enabled=settings.use_clip, model_name=settings.model_name, pretrained=settings.pretrained,
-                                  device=settings.device, batch_size=settings.batch_size),
+        "clip": ClipModelResource.from_settings(settings),
         "results_store": ResultStoreResource(database_url=database_url_config(settings.database_url)),
         "source": SourceResource(path=settings.source),
         "warehouse": Warehouse(root=settings.warehouse),
-        "settings": PipelineSettings(vocabulary=settings.vocabulary, fusion_strategy=settings.fusion_strategy,
-                                     max_failed_fraction=settings.max_failed_fraction,
-                                     max_image_pixels=settings.max_image_pixels, labels_path=settings.labels,
-                                     reports_dir=str(Path(settings.reports))),
+        "settings": PipelineSettings.from_settings(settings),
     }
 
 

@@ -1,7 +1,10 @@
 """Resources: the configured things the assets use — CLIP, the results store, the source and the
 pipeline settings (the warehouse lives in `warehouse.py`). All are `ConfigurableResource`s, so
-the launchpad shows and validates their settings; `definitions.py` fills in the defaults from
-`Settings` (the environment).
+the launchpad shows and validates their settings. Their fields are settings of
+`charattr_core.settings.Settings`, with the same names, defaults and descriptions (`_setting`);
+`definitions.py` fills in the values of one `Settings` read from the environment, as literals, so
+the launchpad shows what the run uses and the code versions were computed from (only a database
+URL with a password goes through `dg.EnvVar`).
 
 Heavy objects are created lazily and kept in a `PrivateAttr` (rather than eagerly in
 `setup_for_execution`): the CLIP model is loaded at most once per step process (once per run
@@ -12,13 +15,13 @@ every image of a step is already in the cache.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import dagster as dg
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
-from charattr_core.config import PipelineConfig
 from charattr_core.errors import ModelUnavailableError
+from charattr_core.settings import Settings, env_var
 
 if TYPE_CHECKING:
     from charattr_core.clip_model import ClipModel
@@ -30,17 +33,36 @@ if TYPE_CHECKING:
 CLIP_DISABLED = "CLIP disabled by configuration (CHARATTR_USE_CLIP=0 or charattr run --no-clip)"
 
 
-class ClipModelResource(dg.ConfigurableResource):
+def _setting(name: str) -> Any:
+    """A resource field that is the setting `name`: its default and description (and variable)."""
+    field = Settings.model_fields[name]
+    return Field(default=field.default, description=f"{field.description} (${env_var(name)})")
+
+
+class _FromSettings:
+    @classmethod
+    def from_settings(cls, settings: Settings, **values: Any):
+        """This resource configured with the values of `settings` for each of its fields."""
+        names = [n for n in cls.model_fields if n in Settings.model_fields and n not in values]  # type: ignore[attr-defined]
+        return cls(**{n: getattr(settings, n) for n in names}, **values)  # type: ignore[call-arg]
+
+
+class ClipModelResource(_FromSettings, dg.ConfigurableResource):
     """An open_clip model: architecture, weights (an open_clip tag or a local checkpoint), device."""
 
-    enabled: bool = True  # False: tags only; nothing imports torch or looks for weights
-    model_name: str = "ViT-B-32"
-    pretrained: Optional[str] = "openai"
-    device: str = "auto"
-    precision: str = "auto"
-    batch_size: int = 32
-    num_workers: int = 2
-    allow_download: Optional[bool] = None  # fetch missing tagged weights; None: env CHARATTR_ALLOW_DOWNLOAD (off)
+    use_clip: bool = _setting("use_clip")  # False: tags only; nothing imports torch or looks for weights
+    model_name: str = _setting("model_name")
+    pretrained: Optional[str] = _setting("pretrained")
+    device: str = _setting("device")
+    precision: str = _setting("precision")
+    runtime: str = _setting("runtime")
+    clip_batch_size: int = _setting("clip_batch_size")
+    num_workers: int = _setting("num_workers")
+    allow_download: Optional[bool] = _setting("allow_download")
+
+    @property
+    def enabled(self) -> bool:  # the older name of `use_clip`
+        return self.use_clip
 
     _model: Optional["ClipModel"] = PrivateAttr(default=None)
     _model_key: Optional[str] = PrivateAttr(default=None)
@@ -51,13 +73,14 @@ class ClipModelResource(dg.ConfigurableResource):
         and `ConfigError` for an unknown model or a missing checkpoint file."""
         if self._model_key is None:
             from charattr_core.clip_loading import clip_model_key
-            self._model_key = clip_model_key(self.model_name, self.pretrained, allow_download=self.allow_download)
+            self._model_key = clip_model_key(self.model_name, self.pretrained, device=self.device, precision=self.precision,
+                                             runtime=self.runtime, allow_download=self.allow_download)
         return self._model_key
 
     def unavailable_reason(self) -> Optional[str]:
         """None when the weights can be loaded, else why CLIP is not used (switched off, or the
         one-sentence `ModelUnavailableError`)."""
-        if not self.enabled:
+        if not self.use_clip:
             return CLIP_DISABLED
         try:
             self.model_key()
@@ -69,17 +92,18 @@ class ClipModelResource(dg.ConfigurableResource):
         """The model, loaded on first use and then kept for the rest of this process."""
         if self._model is None:
             self._model = _load_clip_once(self.model_name, self.pretrained, self.device, self.precision,
-                                          self.allow_download)
+                                          self.runtime, self.allow_download)
         return self._model
 
 
 @functools.lru_cache(maxsize=2)
-def _load_clip_once(model_name: str, pretrained: Optional[str], device: str, precision: str,
+def _load_clip_once(model_name: str, pretrained: Optional[str], device: str, precision: str, runtime: str,
                     allow_download: Optional[bool]) -> "ClipModel":
     """One load per process and configuration: `charattr run` executes several runs in one
     process, and the model (read-only at inference) serves them all."""
     from charattr_core.clip import load_clip
-    return load_clip(model_name, pretrained, device=device, precision=precision, allow_download=allow_download)
+    return load_clip(model_name, pretrained, device=device, precision=precision, runtime=runtime,
+                     allow_download=allow_download)
 
 
 # The assets that write the results database retry when it goes away (a server restart, a network
@@ -120,35 +144,51 @@ class SourceResource(dg.ConfigurableResource):
 
     path: str
 
+    def namespace(self) -> str:
+        """The source's namespace (`<name>-<hash>`): its rows in the product table carry it."""
+        from charattr_core.settings import source_namespace
+        return source_namespace(self.path)
+
     def open(self) -> "Source":
         """The reader for `path` (raises `ConfigError` when it does not exist)."""
         from charattr_core.sources import open_source
         return open_source(self.path)
 
 
-class PipelineSettings(dg.ConfigurableResource):
+class PipelineSettings(_FromSettings, dg.ConfigurableResource):
     """Settings of the stages: vocabulary, fusion thresholds and strategy, input safety and the
     bounds the asset checks enforce."""
 
-    vocabulary: Optional[str] = None  # an attributes.toml; None = the bundled default
-    confidence_threshold: float = 0.8
-    low_confidence_threshold: float = 0.3
-    fusion_strategy: str = "confidence_weighted"
-    use_learned_policy: bool = True
-    max_image_pixels: int = 89_478_485
-    batch_size: int = 256  # images per stage batch (one cache transaction each)
-    max_failed_fraction: float = 0.5  # blocking check on raw_images
-    labels_path: Optional[str] = None  # user corrections (CSV/Parquet: image_id, attribute, value)
-    max_eval_images: int = 20_000  # held-out images the policy evaluation scores (bootstrap in memory)
-    eval_bootstrap: int = 1000  # bootstrap resamples behind the evaluation's confidence intervals
-    reports_dir: str = "data/reports"
+    vocabulary: Optional[str] = _setting("vocabulary")
+    confidence_threshold: float = _setting("confidence_threshold")
+    low_confidence_threshold: float = _setting("low_confidence_threshold")
+    fusion_strategy: str = _setting("fusion_strategy")
+    use_learned_policy: bool = _setting("use_learned_policy")
+    max_image_pixels: int = _setting("max_image_pixels")
+    stage_batch_size: int = _setting("stage_batch_size")
+    max_failed_fraction: float = _setting("max_failed_fraction")  # blocking check on raw_images
+    labels: Optional[str] = _setting("labels")
+    max_eval_images: int = _setting("max_eval_images")  # the evaluation's bootstrap holds these in memory
+    eval_bootstrap: int = _setting("eval_bootstrap")
+    reports: Optional[str] = _setting("reports")
 
-    def pipeline_config(self, **overrides) -> PipelineConfig:
-        """The same settings as a validated `PipelineConfig` (raises `ConfigError` when wrong)."""
-        return PipelineConfig.from_mapping({
-            "vocabulary": self.vocabulary, "confidence_threshold": self.confidence_threshold,
-            "low_confidence_threshold": self.low_confidence_threshold, "fusion_strategy": self.fusion_strategy,
-            "use_rl": self.use_learned_policy, "max_image_pixels": self.max_image_pixels, **overrides})
+    # Older names, kept while other code moves to the names above.
+    @property
+    def batch_size(self) -> int:
+        return self.stage_batch_size
+
+    @property
+    def labels_path(self) -> Optional[str]:
+        return self.labels
+
+    @property
+    def reports_dir(self) -> Optional[str]:
+        return self.reports
+
+    def pipeline_config(self, **overrides) -> Settings:
+        """The same settings as validated `Settings` (raises `ConfigError` when wrong)."""
+        names = [n for n in type(self).model_fields if n not in ("reports", "labels")]
+        return Settings.from_mapping({n: getattr(self, n) for n in names}, **overrides)
 
     def load_vocabulary(self) -> "Vocabulary":
         from charattr_core.schema import load_vocabulary

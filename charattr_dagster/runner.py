@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import dagster as dg
 
-from charattr_core.errors import ConfigError
+from charattr_core.settings import derived_locations, env_var
 
 from .asset_keys import (ATTRIBUTE_PROBES, ATTRIBUTE_REPORT, CLIP_EMBEDDINGS, FUSED_ATTRIBUTES, FUSION_POLICY,
                          RAW_IMAGES, TAG_PARSES)
@@ -50,14 +50,31 @@ RUN_PID_TAG = "charattr/pid"
 _UNFINISHED = (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED)
 
 
-def dagster_home() -> Path:
-    """$DAGSTER_HOME when set, else data/dagster_home; created (with a dagster.yaml) when missing."""
-    home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).expanduser().resolve()
+def dagster_home(settings: Settings | None = None) -> Path:
+    """$DAGSTER_HOME when set, else the source's own instance (`Settings.dagster_home`;
+    data/dagster_home without settings); created (with a dagster.yaml) when missing."""
+    fallback = settings.dagster_home if settings is not None else DEFAULT_DAGSTER_HOME
+    home = Path(os.environ.get("DAGSTER_HOME") or fallback).expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         (home / "dagster.yaml").write_text(INSTANCE_YAML, encoding="utf-8")
     os.environ["DAGSTER_HOME"] = str(home)
     return home
+
+
+def source_claims(settings: Settings) -> list[tuple[Path, str, str]]:
+    """The folders that must belong to `settings.source` alone: (folder, what it is, how to give
+    this source its own). One source, one namespace (charattr_core.namespaces)."""
+    own = derived_locations(settings.data_dir, settings.source)
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home).expanduser().resolve()
+    folders = [(home, "Dagster instance", f"unset DAGSTER_HOME to use the source's own instance "
+                                          f"({settings.dagster_home}), or point DAGSTER_HOME elsewhere")]
+    for name, option in (("warehouse", "--warehouse"), ("reports", "--reports")):
+        where = getattr(settings, name)
+        if "://" not in where:
+            folders.append((Path(where), f"{name} folder", f"leave {option} and {env_var(name)} unset to use the "
+                                                            f"source's own ({own[name]})"))
+    return folders
 
 
 @dataclass
@@ -263,18 +280,17 @@ def print_summary(summary: GraphRunSummary, settings: Settings, home: Path, writ
 
 
 def validate_settings(settings: Settings) -> None:
-    """Fail early, with one sentence, on settings that would only fail inside a run."""
-    from charattr_core.config import PipelineConfig
+    """Fail early, with one sentence, on settings that would only fail inside a run (the values
+    themselves were validated when `settings` was built)."""
+    from charattr_core.namespaces import check_claim
     from charattr_core.sources import open_source
     from charattr_core.store import ResultStore
 
     from .versions import code_versions
 
     open_source(settings.source)
-    PipelineConfig.from_mapping({"vocabulary": settings.vocabulary, "fusion_strategy": settings.fusion_strategy,
-                                 "device": settings.device, "max_image_pixels": settings.max_image_pixels})
-    if settings.labels and not Path(settings.labels).is_file():
-        raise ConfigError(f"Labels file {settings.labels} does not exist.")
+    for folder, what, fix in source_claims(settings):
+        check_claim(folder, settings.source, what, fix)
     if settings.database_url.startswith("sqlite:///"):
         Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     ResultStore(settings.database_url).close()

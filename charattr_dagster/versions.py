@@ -25,14 +25,16 @@ def raw_images_stage_version(max_image_pixels: int) -> str:
     return f"{RAW_IMAGES_CODE_VERSION}+px{max_image_pixels}"
 
 
-def model_key_of(model_name: str, pretrained: str | None) -> str:
+def model_key_of(model_name: str, pretrained: str | None, device: str = "auto", precision: str = "auto",
+                 runtime: str = "auto") -> str:
     """The CLIP model key without loading (or ever downloading) weights; for weights that are not
     available offline, the key they will have (`<model>/<tag>`). Raises `ConfigError` for an
     unknown model, tag or checkpoint file."""
     from charattr_core.clip_loading import clip_model_key
 
     try:
-        return clip_model_key(model_name, pretrained, allow_download=False)
+        return clip_model_key(model_name, pretrained, device=device, precision=precision, runtime=runtime,
+                              allow_download=False)
     except ModelUnavailableError:
         return f"{model_name}/{pretrained}"
 
@@ -62,18 +64,24 @@ def code_versions(settings: Settings) -> CodeVersions:
     vocabulary = load_vocabulary(settings.vocabulary)
     vocab = f"vocab-{vocabulary.fingerprint}"
     # Without CLIP, nothing may import torch (the model key needs open_clip's registry).
-    model_key = model_key_of(settings.model_name, settings.pretrained) if settings.use_clip else None
+    model_key = model_key_of(settings.model_name, settings.pretrained, settings.device, settings.precision,
+                             settings.runtime) if settings.use_clip else None
     clip = clip_stage_version(model_key) if model_key else CLIP_DISABLED_VERSION
     tags = tags_stage_version(vocabulary)
-    # Settings does not set the thresholds yet, so the resource's defaults are the ones in use.
-    thresholds = Thresholds()
+    # The thresholds decide the probes' training labels, the policy's examples, every fused value
+    # and so the report: changing them marks those assets stale.
+    thresholds = Thresholds(accept=settings.confidence_threshold, low=settings.low_confidence_threshold)
+    threshold_text = f"t{thresholds.accept}/{thresholds.low}"
+    fused = fused_settings_version(vocabulary, model_key, settings.fusion_strategy, thresholds)
+    if not settings.use_learned_policy:  # fusion by the fixed strategy even where a policy is trained
+        fused += "+no-policy"
     return CodeVersions(
         raw_images=raw_images_stage_version(settings.max_image_pixels),
         tag_parses=tags,
         clip_embeddings=clip,
-        attribute_probes=f"probes-{PROBES_CODE_VERSION}+{clip}+{vocab}",
-        fusion_policy=f"policy-{POLICY_CODE_VERSION}+{clip}+{vocab}+{settings.fusion_strategy}",
+        attribute_probes=f"probes-{PROBES_CODE_VERSION}+{clip}+{vocab}+{threshold_text}",
+        fusion_policy=f"policy-{POLICY_CODE_VERSION}+{clip}+{vocab}+{settings.fusion_strategy}+{threshold_text}",
         # The key of fused rows minus the trained artefacts (probes and policy have their own assets).
-        fused_attributes=fused_settings_version(vocabulary, model_key, settings.fusion_strategy, thresholds),
-        attribute_report=REPORT_CODE_VERSION,
+        fused_attributes=fused,
+        attribute_report=f"{REPORT_CODE_VERSION}+{fused.split('+')[-1]}",
     )

@@ -41,6 +41,23 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 # ---- end of results store section -----------------------------------------------------------
 
 
+# ---- CLIP inference paths (charattr_core/clip_runtime.py): a private model cache -------------
+@pytest.fixture(scope="session", autouse=True)
+def _private_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Converted models and inference checks go to a temporary folder, never the user's cache
+    (subprocesses that the tests start inherit it)."""
+    from charattr_core.clip_runtime import MODEL_CACHE_ENV
+
+    previous = os.environ.get(MODEL_CACHE_ENV)
+    os.environ[MODEL_CACHE_ENV] = str(tmp_path_factory.mktemp("model-cache"))
+    yield
+    if previous is None:
+        os.environ.pop(MODEL_CACHE_ENV, None)
+    else:
+        os.environ[MODEL_CACHE_ENV] = previous
+# ---- end of CLIP inference paths section ----------------------------------------------------
+
+
 # ---- pipeline / CLI: a small synthetic source and the tiny CLIP model -----------------------
 TINY_MODEL = {"model_name": "charattr-tiny", "pretrained": None}
 
@@ -58,5 +75,5 @@ def demo_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tiny_config(tmp_path: Path) -> dict:
     """Pipeline settings for tests: tiny random-weight CLIP, a private SQLite cache."""
-    return {**TINY_MODEL, "database_url": f"sqlite:///{tmp_path / 'cache.db'}", "batch_size": 8}
+    return {**TINY_MODEL, "database_url": f"sqlite:///{tmp_path / 'cache.db'}", "clip_batch_size": 8}
 # ---- end of pipeline / CLI section ----------------------------------------------------------

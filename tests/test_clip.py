@@ -89,7 +89,8 @@ def test_random_weights_are_deterministic_and_leave_global_rng_alone(blobs):
     images = [decode_image(data) for data in blobs.values()]
     ea, eb = a.encode_pil(images), b.encode_pil(images)
     np.testing.assert_array_equal(ea, eb)
-    assert a.model_key == b.model_key == "charattr-tiny/random"
+    # The key names the weights and, for any path but PyTorch fp32, the runtime and precision.
+    assert a.model_key == b.model_key == "charattr-tiny/random" + a.inference_path.key_suffix
     assert a.embed_dim == TINY_DIM and ea.shape == (len(images), TINY_DIM) and ea.dtype == np.float32
     assert np.isfinite(ea).all()
     np.testing.assert_allclose(np.linalg.norm(ea, axis=1), 1.0, atol=1e-5)
@@ -148,7 +149,8 @@ def _perturbed_state(model: ClipModel, seed: int) -> dict[str, torch.Tensor]:
 
 
 def _model_with_state(state: dict[str, torch.Tensor]) -> ClipModel:
-    model = load_clip(TINY, None, device="cpu")
+    # PyTorch fp32: other paths run a converted snapshot of the weights, blind to load_state_dict.
+    model = load_clip(TINY, None, device="cpu", precision="fp32")
     model.model.load_state_dict(state)
     return model
 
@@ -161,7 +163,7 @@ def test_tagged_weights_are_found_in_the_local_cache_without_network(tiny, blobs
     _save_hf_cache_entry(tmp_path, "charattr/tiny-test", "open_clip_model.safetensors", state)
 
     model = load_clip(TINY, "TestTag", device="cpu", cache_dir=str(tmp_path), allow_download=False)
-    assert model.model_key == "charattr-tiny/testtag"
+    assert model.model_key == "charattr-tiny/testtag" + model.inference_path.key_suffix
     # The tag's training setup is applied: open_clip's QuickGELU for weights trained with it.
     assert isinstance(model.model.visual.transformer.resblocks[0].mlp.gelu, open_clip.model.QuickGELU)
     loaded = dict(model.model.state_dict())
@@ -204,7 +206,7 @@ def test_local_checkpoint_round_trip(tiny, blobs, tmp_path, suffix):
     images = [decode_image(data) for data in blobs.values()]
     expected = _model_with_state(state).encode_pil(images)
 
-    model = load_clip(TINY, str(path), device="cpu")
+    model = load_clip(TINY, str(path), device="cpu", precision="fp32")  # exact: the reference path
     np.testing.assert_allclose(model.encode_pil(images), expected, atol=1e-6)
     assert not np.allclose(tiny.encode_pil(images), expected, atol=1e-3)  # the file's weights, not the init
     assert model.model_key.startswith("charattr-tiny/file:")
@@ -212,7 +214,7 @@ def test_local_checkpoint_round_trip(tiny, blobs, tmp_path, suffix):
     copy = tmp_path / "elsewhere" / path.name
     copy.parent.mkdir()
     shutil.copy(path, copy)
-    assert load_clip(TINY, str(copy), device="cpu").model_key == model.model_key
+    assert load_clip(TINY, str(copy), device="cpu", precision="fp32").model_key == model.model_key
 
 
 class NotAWeight:
@@ -264,7 +266,9 @@ def test_device_and_precision_choices():
     assert resolve_precision("auto", torch.device("cuda")) == "fp16"
     assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
     with pytest.raises(ConfigError, match="Unknown precision"):
-        resolve_precision("int8", torch.device("cpu"))
+        resolve_precision("int4", torch.device("cpu"))
+    with pytest.raises(ConfigError, match="int8 runs on the CPU only"):
+        resolve_precision("int8", torch.device("cuda"))
     with pytest.raises(ConfigError, match="Unknown device"):
         load_clip(TINY, None, device="tpu")
     if not torch.cuda.is_available():
@@ -275,7 +279,7 @@ def test_device_and_precision_choices():
 
 def test_bf16_on_cpu_still_gives_unit_float32_embeddings(blobs):
     model = load_clip(TINY, None, device="cpu", precision="bf16")
-    assert model.dtype == torch.bfloat16
+    assert model.inference_path.precision == "bf16" and model.model_key.endswith("-bf16")
     emb = model.encode_pil([decode_image(b) for b in blobs.values()])
     assert emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
@@ -317,7 +321,7 @@ def test_stage_yields_float16_unit_embeddings_equal_to_direct_encoding(tiny, blo
     assert [r.image_id for r in rows] == list(blobs)
     matrix = np.stack([r.embedding for r in rows])
     assert matrix.dtype == np.float16 and matrix.shape == (len(blobs), TINY_DIM)
-    assert all(r.error is None and r.model_key == "charattr-tiny/random" for r in rows)
+    assert all(r.error is None and r.model_key == tiny.model_key for r in rows)
     np.testing.assert_allclose(np.linalg.norm(matrix.astype(np.float32), axis=1), 1.0, atol=2e-3)
     # Small images are decoded at full size, so the stage agrees with encode_pil up to float16.
     direct = tiny.encode_pil([decode_image(data) for data in blobs.values()])

@@ -35,7 +35,7 @@ def png(seed: int, size: tuple[int, int] = (90, 70), mode: str = "RGB") -> bytes
 
 @pytest.fixture(scope="module")
 def tiny() -> ClipModel:
-    return load_clip(TINY, None, device="cpu")
+    return load_clip(TINY, None, device="cpu", precision="fp32")  # the reference path: exact comparisons
 
 
 # ---- images: uint8 pixels normalised per batch == open_clip's per-image preprocess -------------
@@ -135,7 +135,7 @@ def test_model_key_is_known_without_loading_and_matches_load_clip(tmp_path, chan
     save_file(changed_weights, str(path))
     key = clip_model_key(TINY, str(path))
     assert key.startswith(f"{TINY}/file:") and key == load_clip(TINY, str(path), device="cpu").model_key
-    assert clip_model_key(TINY, None) == f"{TINY}/random"
+    assert clip_model_key(TINY, None, precision="fp32") == f"{TINY}/random"
     with pytest.raises(ConfigError, match="Unknown CLIP model"):
         clip_model_key("ViT-B-33", None)
 

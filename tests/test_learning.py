@@ -55,9 +55,9 @@ def replay(batches: list[list[Signals]]):
 @pytest.fixture(scope="module")
 def learned(sample, truth, cache_url, tmp_path_factory):
     with create_pipeline({**TINY, "database_url": cache_url}, use_rl=False) as pipe, \
-            SignalSpill(tmp_path_factory.mktemp("spill"), batch_size=pipe.config.batch_size) as spill:
+            SignalSpill(tmp_path_factory.mktemp("spill"), batch_size=pipe.config.stage_batch_size) as spill:
         # The spill `charattr eval` uses (float16 embeddings): the same probes, the same numbers.
-        spill.write(pipe.iter_signals(sample, batch_size=pipe.config.batch_size))
+        spill.write(pipe.iter_signals(sample, batch_size=pipe.config.stage_batch_size))
         signals = list(spill(lambda _i: True))
         result = learn_and_evaluate(replay(signals), pipe.vocabulary, model_key=pipe.clip.model_key,
                                     scorer=pipe._zero_shot(), user_labels=truth, thresholds=pipe.thresholds,
@@ -142,7 +142,9 @@ def test_eval_command_writes_report_policy_and_probes_and_prints_the_claim(sampl
 
     policy = FusionPolicy.load(out_dir / "policy", vocab)
     assert policy.content_hash() == result.policy.content_hash()
-    probes = AttributeProbes.load(out_dir / "probes", vocab, "charattr-tiny/random")
+    from charattr_core.clip import clip_model_key
+
+    probes = AttributeProbes.load(out_dir / "probes", vocab, clip_model_key("charattr-tiny", None))
     assert set(probes.heads) == set(result.probes.heads)
 
 

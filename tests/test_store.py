@@ -203,8 +203,60 @@ def test_put_fused_upserts_and_iter_fused_streams(store_url):
     assert only_f1[0]["confidence"] == 0.75 and only_f1[0]["source_uri"] == "file:///img-00000.png"
     assert [(r["stage_version"], r["image_id"]) for r in everything] == \
         [("f1", i) for i in _ids(12)] + [("f2", i) for i in _ids(5)]
-    assert set(everything[0]) == {"image_id", "stage_version", "tags_digest", "source_uri", "confidence", "strategy",
-                                  "payload", "created_at"}
+    assert set(everything[0]) == {"image_id", "stage_version", "tags_digest", "source_namespace", "source_uri",
+                                  "confidence", "strategy", "payload", "created_at"}
+
+
+def test_each_source_namespace_keeps_its_own_product_rows(store_url):
+    """One source, one namespace: the same image fused for two sources is two rows, and writing
+    one source's product never replaces or shows up in the other's."""
+    with ResultStore(store_url) as store:
+        store.put_fused("f1", _fused(_ids(3), version_tag="a"), source_namespace="a-11111111")
+        store.put_fused("f1", _fused(_ids(2), version_tag="b"), source_namespace="b-22222222")
+        assert store.count_fused("f1") == 5
+        assert store.count_fused(source_namespace="a-11111111") == 3
+        assert store.fused_ids("f1", _ids(3), source_namespace="b-22222222") == set(_ids(2))
+        assert store.fused_keys("f1", [(i, "") for i in _ids(3)], source_namespace="b-22222222") == \
+            {(i, "") for i in _ids(2)}
+        a_rows = list(store.iter_fused("f1", batch_size=2, source_namespace="a-11111111"))
+        both = list(store.iter_fused(batch_size=2))  # pages through rows that share (version, image, tags)
+    assert [r["payload"]["tag"] for r in a_rows] == ["a"] * 3
+    assert {r["source_namespace"] for r in a_rows} == {"a-11111111"}
+    assert sorted((r["image_id"], r["source_namespace"]) for r in both) == sorted(
+        [(i, "a-11111111") for i in _ids(3)] + [(i, "b-22222222") for i in _ids(2)])
+
+
+def test_a_version_2_database_gets_source_namespaces_and_keeps_its_rows(store_url):
+    """A results database of schema 2 (tags digests, no source namespaces) opens, keeps its product
+    rows under the namespace "", and then takes rows of several sources."""
+    ResultStore(store_url).close()  # creates the folder / proves the URL; then replace with a v2 schema
+    old = sa.MetaData()
+    fused = sa.Table(
+        "fused_attributes", old, sa.Column("image_id", sa.Text, nullable=False),
+        sa.Column("stage_version", sa.Text, nullable=False),
+        sa.Column("tags_digest", sa.Text, nullable=False, server_default=""), sa.Column("source_uri", sa.Text),
+        sa.Column("confidence", sa.Float, nullable=False), sa.Column("strategy", sa.Text, nullable=False),
+        sa.Column("payload", sa.JSON, nullable=False), sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("image_id", "stage_version", "tags_digest", name="pk_fused_attributes"),
+        sa.Index("ix_fused_attributes_version_image", "stage_version", "image_id"))
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    now = datetime.now(timezone.utc)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE fused_attributes")
+        conn.exec_driver_sql("DELETE FROM schema_version WHERE version > 2")
+        old.create_all(conn)
+        conn.execute(sa.insert(fused).values(image_id="old", stage_version="f1", tags_digest="t", source_uri="/x.png",
+                                             confidence=0.5, strategy="tag_priority", payload={"a": 1}, created_at=now))
+    engine.dispose()
+    with ResultStore(store_url) as store:
+        [row] = list(store.iter_fused())
+        assert (row["image_id"], row["tags_digest"], row["source_namespace"], row["payload"]) == ("old", "t", "", {"a": 1})
+        store.put_fused("f1", [{"image_id": "old", "tags_digest": "t", "confidence": 0.9, "strategy": "s",
+                                "payload": {}}], source_namespace="a-11111111")
+        assert store.count_fused("f1") == 2 and store.count_fused("f1", source_namespace="") == 1
+        with store.engine.begin() as conn:
+            assert conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() == \
+                store_module.SCHEMA_VERSION
 
 
 @pytest.mark.parametrize("bad_row, fragment", [

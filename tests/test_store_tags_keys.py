@@ -76,12 +76,13 @@ def test_a_version_1_database_is_migrated_without_wrong_answers(store_url):
 
     with ResultStore(store_url) as store:
         with store.engine.begin() as conn:
-            assert conn.execute(sa.text("SELECT version FROM schema_version ORDER BY version")).scalars().all() == [1, 2]
+            assert conn.execute(sa.text("SELECT version FROM schema_version ORDER BY version")).scalars().all() == [1, 2, 3]
         assert store.get_many("clip_embeddings", V, ["img"])["img"].blob == b"\1" * 8  # kept
         assert store.count("tag_parses") == 0  # dropped: it could not say which tags made it
         assert store.get_many("tag_parses", V, [("img", "-")]) == {}
         old = list(store.iter_fused("fused-1+x"))
         assert len(old) == 1 and old[0]["tags_digest"] == "" and old[0]["payload"] == {"a": 1}
+        assert old[0]["source_namespace"] == ""  # version 3: rows written before source namespaces
         store.put_many("tag_parses", V, [(("img", "a"), {"hair": "red"}, None), (("img", "b"), {"hair": "x"}, None)])
         assert store.count("tag_parses") == 2
         store.put_fused("fused-2+y", [{"image_id": "img", "tags_digest": d, "confidence": 0.1, "strategy": "s",

@@ -69,7 +69,7 @@ def build_raw_images(code_version: str, backfill_policy: dg.BackfillPolicy) -> d
         for shard in context.partition_keys:
             counts = StageCounts()
             with warehouse.writer(RAW_IMAGES, shard, RAW_SCHEMA) as out:
-                for items in batched(src.read(shard), settings.batch_size):
+                for items in batched(src.read(shard), settings.stage_batch_size):
                     records, batch_counts = inspect_cached(items, store, version, settings.max_image_pixels)
                     counts += batch_counts
                     for r in records:

@@ -94,7 +94,7 @@ def build_attribute_probes(code_version: str) -> dg.AssetsDefinition:
         if not shards:
             return _skipped("No shard has tag_parses and clip_embeddings yet.")
         vocabulary, config, model_key = settings.load_vocabulary(), settings.pipeline_config(), clip.model_key()
-        probes = train_split_probes(_warehouse_signals(warehouse, shards, settings.batch_size), vocabulary, model_key,
+        probes = train_split_probes(_warehouse_signals(warehouse, shards, settings.stage_batch_size), vocabulary, model_key,
                                     accept=config.confidence_threshold)
         folder = warehouse.asset_dir(ATTRIBUTE_PROBES)
         _save_atomically(probes.save, folder)
@@ -175,19 +175,19 @@ def build_fusion_policy(code_version: str) -> dg.AssetsDefinition:
         vocabulary, config, model_key = settings.load_vocabulary(), settings.pipeline_config(), clip.model_key()
         thresholds = Thresholds.from_config(config)
         probes = probes_in_use(warehouse, vocabulary, model_key)[0]
-        user_labels = load_labels(settings.labels_path, vocabulary) if settings.labels_path else {}
+        user_labels = load_labels(settings.labels, vocabulary) if settings.labels else {}
         folder = warehouse.asset_dir(FUSION_POLICY)
 
         signature = policy_signature(model_key=model_key, probes=probes, thresholds=thresholds,
-                                     labels=settings.labels_path, default_strategy=config.fusion_strategy)
+                                     labels=settings.labels, default_strategy=config.fusion_strategy)
         stamps = {k: _content_stamp(warehouse.path(TAG_PARSES, k), warehouse.path(CLIP_EMBEDDINGS, k)) for k in shards}
         state_file = folder / TRAINING_STATE
         current = policy_in_use(warehouse, vocabulary, model_key)[0]  # the published one, scored beside the candidate
         plan = plan_warm_start(json.loads(state_file.read_text()) if state_file.is_file() else None, signature,
                                stamps, has_current=current is not None)
         outcome = train_and_judge_policy(
-            _warehouse_signals(warehouse, plan.new_parts, settings.batch_size),
-            _warehouse_signals(warehouse, shards, settings.batch_size), vocabulary, model_key=model_key,
+            _warehouse_signals(warehouse, plan.new_parts, settings.stage_batch_size),
+            _warehouse_signals(warehouse, shards, settings.stage_batch_size), vocabulary, model_key=model_key,
             scorer=lazy_zero_shot(clip, vocabulary), probes=probes, user_labels=user_labels, thresholds=thresholds,
             default_strategy=config.fusion_strategy, current=current, warm_start=plan.warm,
             n_bootstrap=settings.eval_bootstrap, max_eval_images=settings.max_eval_images)

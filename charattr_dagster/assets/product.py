@@ -23,7 +23,7 @@ from ..asset_keys import (ATTRIBUTE_PROBES, CLIP_EMBEDDINGS, FUSED_ATTRIBUTES, F
                           TAG_PARSES)
 from ..metadata import StageLedger
 from ..partitions import shards_partitions
-from ..resources import STORE_RETRY_POLICY, ClipModelResource, PipelineSettings, ResultStoreResource
+from ..resources import STORE_RETRY_POLICY, ClipModelResource, PipelineSettings, ResultStoreResource, SourceResource
 from ..tables import iter_signals
 from ..warehouse import Warehouse
 from .zero_shot import lazy_zero_shot
@@ -68,13 +68,14 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
     )
     def fused_attributes(context: AssetExecutionContext, clip: ClipModelResource,
                          results_store: ResultStoreResource, warehouse: Warehouse,
-                         settings: PipelineSettings) -> dg.MaterializeResult:
+                         settings: PipelineSettings, source: SourceResource) -> dg.MaterializeResult:
         from charattr_core.fusion import Thresholds
         from charattr_core.writers import fused_arrow_schema
 
         config = settings.pipeline_config()
         vocabulary, thresholds = settings.load_vocabulary(), Thresholds.from_config(config)
         store = results_store.open()
+        namespace = source.namespace()  # this source's rows in the product table (one source, one namespace)
         unavailable = clip.unavailable_reason()
         model_key = None if unavailable else clip.model_key()
         probes, policy, signals = signals_in_use(warehouse, vocabulary, model_key, unavailable,
@@ -94,7 +95,7 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
             counts = StageCounts()
             with warehouse.writer(FUSED_ATTRIBUTES, shard, schema) as out:
                 for batch in iter_signals(warehouse, shard, with_embeddings=unavailable is None,
-                                          batch_size=settings.batch_size):
+                                          batch_size=settings.stage_batch_size):
                     records = [s.record for s in batch]
                     parses = {s.record.source_uri: s.tag_parse for s in batch if s.tag_parse is not None}
                     embeddings = {s.record.image_id: s.embedding for s in batch if s.embedding is not None}
@@ -138,10 +139,10 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
                     # image and tags: the same picture under other tags is another answer.
                     keys = {i: fused_key(records[i]) for i in complete}
                     cached = [k for k in keys.values() if k not in fresh]
-                    present = store.fused_keys(version, cached) if cached else set()
+                    present = store.fused_keys(version, cached, source_namespace=namespace) if cached else set()
                     needed = {k: _store_row(fused[i], k[1]) for i, k in keys.items() if k in fresh or k not in present}
                     if needed:
-                        database_rows += store.put_fused(version, list(needed.values()))
+                        database_rows += store.put_fused(version, list(needed.values()), source_namespace=namespace)
             ledger.add(shard, counts, out.rows)
         metadata = ledger.metadata()
         metadata.update({
@@ -150,6 +151,7 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
             "signals": dg.MetadataValue.json(signals.describe()),
             "strategies": dg.MetadataValue.json(strategies), "images_without": dg.MetadataValue.json(missing),
             "value_distribution": tally.distribution(), "database": results_store.redacted_url(),
+            "source_namespace": namespace,
             "database_rows_written": database_rows,
         })
         if unavailable:

@@ -225,14 +225,14 @@ def build_attribute_report(code_version: str) -> dg.AssetsDefinition:
                          settings: PipelineSettings) -> dg.MaterializeResult:
         clock = Stopwatch()
         vocabulary = settings.load_vocabulary()
-        labels, label_origin = known_labels(source.path, settings.labels_path, vocabulary)
+        labels, label_origin = known_labels(source.path, settings.labels, vocabulary)
         tally = ReportTally(vocabulary, labels)
         shards = [k for k in context.instance.get_dynamic_partitions(SHARDS) if warehouse.has(FUSED_ATTRIBUTES, k)]
         for batch in warehouse.iter_batches(FUSED_ATTRIBUTES, shards, columns=tally.columns()):
             tally.add_rows(batch.to_pylist())
         evaluation_file = warehouse.asset_dir(FUSION_POLICY) / EVALUATION_MARKDOWN
         evaluation_md = evaluation_file.read_text(encoding="utf-8") if evaluation_file.is_file() else None
-        markdown, html_path, pngs = render(tally, evaluation_md, Path(settings.reports_dir))
+        markdown, html_path, pngs = render(tally, evaluation_md, Path(settings.reports))
         value_counts = Counter({(k, v): n for k, c in tally.values.items() for v, n in c.items()})
         metadata: dict[str, Any] = {
             "images": tally.rows, "shards": len(shards), "report": dg.MetadataValue.md(markdown),

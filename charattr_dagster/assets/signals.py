@@ -55,7 +55,7 @@ def build_tag_parses(code_version: str, backfill_policy: dg.BackfillPolicy) -> d
         for shard in context.partition_keys:
             counts = StageCounts()
             with warehouse.writer(TAG_PARSES, shard, schema) as out:
-                for records in raw_batches(warehouse, shard, settings.batch_size):
+                for records in raw_batches(warehouse, shard, settings.stage_batch_size):
                     parses, batch_counts = run_cached(records, lambda r: r.image_id, lambda rs: parse_tags(rs, parser),
                                                       TAG_PARSE_CODEC, store, STAGE_TAGS, version,
                                                       tags_digest=lambda r: r.tags_digest)
@@ -86,7 +86,7 @@ def build_clip_embeddings(code_version: str, backfill_policy: dg.BackfillPolicy)
         ledger, tally = StageLedger(CLIP_EMBEDDINGS, warehouse), EmbeddingTally()
         unavailable = clip.unavailable_reason()
         if unavailable is not None:
-            (context.log.info if not clip.enabled else context.log.warning)(f"CLIP not used: {unavailable}")
+            (context.log.info if not clip.use_clip else context.log.warning)(f"CLIP not used: {unavailable}")
             for shard in context.partition_keys:
                 with warehouse.writer(CLIP_EMBEDDINGS, shard, CLIP_SCHEMA):
                     pass  # an empty partition: fused_attributes continues with the remaining signals
@@ -96,7 +96,7 @@ def build_clip_embeddings(code_version: str, backfill_policy: dg.BackfillPolicy)
                              "model": f"{clip.model_name}/{clip.pretrained}"})
             return dg.MaterializeResult(metadata=metadata, check_results=[
                 tally.result(), model_available_result(unavailable, f"{clip.model_name}/{clip.pretrained}",
-                                                       switched_off=not clip.enabled)])
+                                                       switched_off=not clip.use_clip)])
 
         from charattr_core.clip import embed_images, verified_loader  # here: a run without CLIP never imports torch
         from charattr_core.clip_version import clip_stage_version
@@ -107,13 +107,13 @@ def build_clip_embeddings(code_version: str, backfill_policy: dg.BackfillPolicy)
         def embed(records: list[ImageRecord]):
             # Re-read by path: the bytes must still hash to the image_id that raw_images gave them.
             return embed_images(records, clip.get(), verified_loader(lambda r: src.load_bytes(r.source_uri)),
-                                batch_size=clip.batch_size, num_workers=clip.num_workers)
+                                batch_size=clip.clip_batch_size, num_workers=clip.num_workers)
 
         errors: Counter[str] = Counter()  # failure reasons, without the per-image detail in parentheses
         for shard in context.partition_keys:
             counts = StageCounts()
             with warehouse.writer(CLIP_EMBEDDINGS, shard, CLIP_SCHEMA) as out:
-                for records in raw_batches(warehouse, shard, settings.batch_size):
+                for records in raw_batches(warehouse, shard, settings.stage_batch_size):
                     embeddings, batch_counts = run_cached(records, lambda r: r.image_id, embed, EMBEDDING_CODEC,
                                                           store, STAGE_CLIP, version)
                     counts += batch_counts

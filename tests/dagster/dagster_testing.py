@@ -17,7 +17,7 @@ SHARD_KEYS = ("shard_000", "shard_001")
 def make_settings(source: Path, root: Path, **changes) -> Settings:
     values = dict(source=str(source), model_name="charattr-tiny", pretrained=None,
                   database_url=f"sqlite:///{root / 'charattr.db'}", warehouse=str(root / "warehouse"),
-                  reports=str(root / "reports"), device="cpu", batch_size=8)
+                  reports=str(root / "reports"), device="cpu", clip_batch_size=8)
     values.update(changes)
     return Settings(**values)
 

@@ -3,13 +3,13 @@ synthetic data, caching across runs, multi-partition runs, blocking checks and t
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 
+from charattr_core.clip import clip_model_key
 from charattr_core.schema import load_vocabulary
 from charattr_dagster.definitions import build_definitions
 from charattr_dagster.asset_keys import ATTRIBUTE_PROBES, FUSED_ATTRIBUTES, FUSION_POLICY
@@ -55,7 +55,7 @@ def test_definitions_load_with_the_whole_graph(defs):
 
 def test_code_versions_follow_the_model_and_the_vocabulary(settings, tmp_path):
     base = code_versions(settings)
-    other_model = code_versions(dataclasses.replace(settings, model_name="RN50", pretrained=None))
+    other_model = code_versions(settings.replace(model_name="RN50", pretrained=None))
     assert other_model.clip_embeddings != base.clip_embeddings
     assert other_model.fused_attributes != base.fused_attributes
     assert other_model.attribute_probes != base.attribute_probes
@@ -66,7 +66,7 @@ def test_code_versions_follow_the_model_and_the_vocabulary(settings, tmp_path):
     vocab_file.write_text(open(default.source, encoding="utf-8").read() + "\n[attributes.lighting]\n"
                           "[attributes.lighting.values.night]\ntags = ['night']\nprompts = ['a picture at night']\n",
                           encoding="utf-8")
-    other_vocab = code_versions(dataclasses.replace(settings, vocabulary=str(vocab_file)))
+    other_vocab = code_versions(settings.replace(vocabulary=str(vocab_file)))
     assert other_vocab.tag_parses != base.tag_parses
     assert other_vocab.fused_attributes != base.fused_attributes
     assert other_vocab.clip_embeddings == base.clip_embeddings
@@ -81,7 +81,7 @@ def test_every_asset_materializes_for_one_partition(defs, settings, instance):
     assert raw["rows"] == IMAGES_PER_SHARD and raw["failed"] == 0 and raw["partitions_in_run"] == 1
     assert materialization(ingest, "tag_parses")["rows"] == IMAGES_PER_SHARD
     clip = materialization(ingest, "clip_embeddings")
-    assert clip["clip_available"] is True and clip["model"] == "charattr-tiny/random"
+    assert clip["clip_available"] is True and clip["model"] == clip_model_key("charattr-tiny", None)
     assert clip["embedding_dim"] == 64 and clip["images_per_second"] > 0
     checks = check_evaluations(ingest)
     assert {"raw_images.failed_fraction", "tag_parses.values_in_vocabulary", "tag_parses.confidence_in_range",

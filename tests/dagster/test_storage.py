@@ -78,7 +78,9 @@ def test_range_run_request_uses_range_tags_for_several_keys():
 def test_settings_from_env_defaults_and_overrides(tmp_path):
     defaults = Settings.from_env({"CHARATTR_DATA_DIR": str(tmp_path)})
     assert defaults.source == str(tmp_path / "sample")
-    assert defaults.warehouse == str(tmp_path / "warehouse")
+    # one source, one namespace: the source's own folder holds its warehouse and reports
+    assert defaults.warehouse == str(tmp_path / "sources" / defaults.namespace / "warehouse")
+    assert defaults.reports == str(tmp_path / "sources" / defaults.namespace / "reports")
     assert defaults.database_url == f"sqlite:///{tmp_path / 'charattr.db'}"
     assert defaults.model_name == "ViT-B-32" and defaults.pretrained == "openai"
     custom = Settings.from_env({"CHARATTR_DATA_DIR": str(tmp_path), "CHARATTR_MODEL": "charattr-tiny",

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from charattr_core.settings import Settings
+
 from dagster_testing import SHARD_KEYS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,7 +141,7 @@ def test_the_webserver_serves_the_graph_and_materializes_a_partition(location_en
 
         status = _wait_until(finished, 240, "the run to finish")
         assert status == "SUCCESS", (tmp_path / "webserver.log").read_text()[-3000:]
-        warehouse = Path(location_env["CHARATTR_DATA_DIR"]) / "warehouse" / "raw_images"
+        warehouse = Path(Settings.from_env(location_env).warehouse) / "raw_images"  # the source's own folder
         assert (warehouse / f"{SHARD_KEYS[0]}.parquet").is_file()
     finally:
         os.killpg(server.pid, signal.SIGTERM)
