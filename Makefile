@@ -13,7 +13,7 @@ RUN_OPTIONS := $(if $(MODEL),--model $(MODEL)) $(if $(PRETRAINED),--pretrained $
 # One source, one namespace: each source has its own Dagster instance,
 # data/sources/<name>-<hash>/dagster_home (charattr_core/namespaces.py); `make ui` opens the sample's.
 
-.PHONY: setup run test bench ui app clean fuzz cluster-demo
+.PHONY: setup run test bench ui app clean fuzz cluster-demo evidence
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,14 @@ ui: setup
 	$(PY) -m charattr_dagster.instance >/dev/null  # charattr's dagster.yaml in a new DAGSTER_HOME
 	$(if $(MODEL),CHARATTR_MODEL=$(MODEL)) $(if $(PRETRAINED),CHARATTR_PRETRAINED=$(PRETRAINED)) \
 		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# docs/fusion-evidence.md: adapt charattr-small to each synthetic sample's tags, then score every
+# source, strategy and the policy on held-out images (EVIDENCE_IMAGES per seed, two seeds).
+EVIDENCE_IMAGES ?= 5000
+EVIDENCE_EPOCHS ?= 8
+evidence: setup
+	$(PY) scripts/fusion_evidence.py --images $(EVIDENCE_IMAGES) --seeds 0 1 --epochs $(EVIDENCE_EPOCHS) \
+		--work /tmp/charattr-evidence --out data/reports/evidence/evidence.md
 
 # The web app on http://127.0.0.1:7860 (`charattr app --help`: --host, --port, model options).
 app: setup

@@ -5,6 +5,7 @@
                         [--failures failed.csv]           (+ the images that failed, and why)
     charattr demo-data DIR                                 the bundled synthetic sample
     charattr eval PATH                                     learned fusion vs fixed strategies, held out
+    charattr train-clip SOURCE --out DIR                   adapt CLIP to a collection from its tags
     charattr run SOURCE                                    the Dagster asset graph (charattr_dagster)
 
 User mistakes (bad arguments, missing paths, a bad database URL, missing model weights) end
@@ -176,6 +177,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     result.policy.save(out_dir / "policy")
     if result.probes is not None:
         result.probes.save(out_dir / "probes")
+    if result.calibration is not None:
+        result.calibration.save(out_dir / "calibration.json")
     print(report.to_markdown())
     claim = report.policy_claim()
     print(f"\n{claim}" if claim else "\nno held-out labels: nothing to compare", file=sys.stderr)
@@ -185,6 +188,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"probes not trained: {result.probe_skip_reason}", file=sys.stderr)
     print(f"{summary.images} images ({summary.failed} failed); report, CSV, reliability plot, policy and probes "
           f"in {out_dir}", file=sys.stderr)
+    return 0
+
+
+def _cmd_train_clip(args: argparse.Namespace) -> int:
+    from .clip_training import TrainingSettings, train_clip_from_source
+    from .schema import load_vocabulary
+
+    if not Path(args.source).exists():
+        raise ConfigError(f"Source {args.source} does not exist.")
+    settings = TrainingSettings(**{k: v for k, v in {
+        "model_name": args.model, "pretrained": None if args.pretrained in (None, "random", "none") else args.pretrained,
+        "epochs": args.epochs, "resolution": args.resolution, "batch_size": args.batch_size,
+        "learning_rate": args.lr, "seed": args.seed, "max_images": args.max_images}.items() if v is not None})
+    result = train_clip_from_source(args.source, args.out, settings, load_vocabulary(args.vocabulary),
+                                    progress=not args.quiet)
+    print(f"trained {result.model_name} on {result.n_images} training-split images "
+          f"(final loss {result.epoch_losses[-1]:.4f}); model key {result.model_key}; use it with "
+          f"--pretrained {result.out_dir}", file=sys.stderr)
     return 0
 
 
@@ -264,6 +285,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _add_pipeline_options(p)
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("train-clip", help="adapt a CLIP model to a collection from its tags (training split only)")
+    p.add_argument("source", help="folder with sidecar tags, Parquet file/folder, or WebDataset tars")
+    p.add_argument("--out", required=True, help="output folder: adapted_clip.safetensors + adapted_clip.json")
+    p.add_argument("--model", help="architecture (default charattr-small, trained from scratch)")
+    p.add_argument("--pretrained", help="start from these weights (open_clip tag or checkpoint file)")
+    p.add_argument("--epochs", type=int, help="passes over the training images (default 8)")
+    p.add_argument("--resolution", type=int, help="image side the model sees (from scratch only)")
+    p.add_argument("--batch-size", type=int, help="images per contrastive batch (default 128)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 2e-4 from scratch, 1e-5 fine-tuning)")
+    p.add_argument("--max-images", type=int, help="at most this many training images")
+    p.add_argument("--seed", type=int, help="initialisation, caption and batch-order seed (default 0)")
+    p.add_argument("--vocabulary", help="attribute vocabulary TOML whose prompts write the captions")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch loss")
+    p.set_defaults(func=_cmd_train_clip)
 
     # Other packages add commands (charattr_dagster adds `run`) without charattr_core importing them.
     for ep in entry_points(group="charattr.commands"):

@@ -382,6 +382,14 @@ def _read_safetensors_in_place(model: torch.nn.Module, path: str) -> bool:
     return True
 
 
+def _adapted(pretrained: str | os.PathLike | None):
+    """`pretrained` as a `charattr train-clip` output folder (its JSON names the architecture and
+    the key follows its data and settings), or None for a tag, a file or random weights."""
+    from .clip_training import resolve_adapted_model
+
+    return resolve_adapted_model(pretrained)
+
+
 def clip_model_key(model_name: str, pretrained: str | os.PathLike | None, *, device: str = "auto",
                    precision: str = "auto", runtime: str = "auto", allow_download: bool | None = None,
                    cache_dir: str | None = None) -> str:
@@ -390,10 +398,13 @@ def clip_model_key(model_name: str, pretrained: str | os.PathLike | None, *, dev
     versions need to look up cached results. Raises what `load_clip` raises for an unknown model,
     tag or file, or missing weights."""
     register_model_configs()
+    adapted = _adapted(pretrained)
+    if adapted is not None:  # a `charattr train-clip` folder names its own architecture
+        model_name, pretrained = adapted.model_name, str(adapted.checkpoint)
     if model_name.startswith(("hf-hub:", "local-dir:")) or open_clip.get_model_config(model_name) is None:
         raise _unknown_model_error(model_name)
     source = resolve_weights(model_name, pretrained, allow_download=allow_download, cache_dir=cache_dir)
-    base_key = f"{model_name}/{source.label}"
+    base_key = adapted.model_key if adapted is not None else f"{model_name}/{source.label}"
     device_type = resolve_device(device).type
     if device_type != "cpu":
         precision = resolve_precision(precision, torch.device(device_type))
@@ -426,6 +437,9 @@ def load_clip(model_name: str = "ViT-B-32", pretrained: str | os.PathLike | None
         ModelUnavailableError: the tagged weights are not available without a download (says how to fix it).
     """
     register_model_configs()
+    adapted = _adapted(pretrained)
+    if adapted is not None:  # a `charattr train-clip` folder names its own architecture
+        model_name, pretrained = adapted.model_name, str(adapted.checkpoint)
     # A schema name ('hf-hub:...') would make open_clip fetch its config from the network.
     has_schema = model_name.startswith(("hf-hub:", "local-dir:"))
     model_cfg = None if has_schema else open_clip.get_model_config(model_name)
@@ -455,7 +469,7 @@ def load_clip(model_name: str = "ViT-B-32", pretrained: str | os.PathLike | None
     if source.path is not None:
         _load_checkpoint(model, source, model_name)
     tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
-    base_key = f"{model_name}/{source.label}"
+    base_key = adapted.model_key if adapted is not None else f"{model_name}/{source.label}"
     reference = ClipModel(model, preprocess, tokenizer, model_name=model_name, model_key=base_key + planned.key_suffix,
                           embed_dim=int(model_cfg["embed_dim"]), device=torch_device, dtype=_DTYPES[precision_name],
                           inference_path=planned)

@@ -327,8 +327,10 @@ def _predict(example: EvalExample, attribute, method: str, thresholds: Threshold
 def evaluate(examples: Iterable[EvalExample], vocabulary: Vocabulary, policy: StrategyChooser | None = None,
              strategies: Sequence[str] = ALL_STRATEGIES, thresholds: Thresholds = Thresholds(),
              sources: Sequence[str] = SOURCES, choosers: Mapping[str, StrategyChooser] | None = None,
-             n_bootstrap: int = 1000, seed: int = 0) -> EvalReport:
+             n_bootstrap: int = 1000, seed: int = 0, calibration=None) -> EvalReport:
     """Score every source alone, every strategy and the policy on labelled held-out examples.
+
+    `calibration` (a `calibration.ConfidenceCalibration`) maps each method's confidences first.
 
     `choosers` adds further named strategy choosers (e.g. a random-strategy baseline). Labels of
     attributes the vocabulary does not know are ignored; examples are read once (streaming).
@@ -349,8 +351,10 @@ def evaluate(examples: Iterable[EvalExample], vocabulary: Vocabulary, policy: St
                 continue
             attribute = vocabulary.attribute(key)
             for method in methods:
-                logs[(method, key)].add(image, _predict(example, attribute, method, thresholds, named),
-                                        tuple(label), attribute.multi)
+                predicted = _predict(example, attribute, method, thresholds, named)
+                if calibration is not None:
+                    predicted = calibration.apply(method, predicted)
+                logs[(method, key)].add(image, predicted, tuple(label), attribute.multi)
     attributes = tuple(k for k in vocabulary.keys if (methods[0], k) in logs) if methods else ()
     compiled = {k: _Compiled(log) for k, log in logs.items()}
     n_items = {a: compiled[(methods[0], a)].size for a in attributes}

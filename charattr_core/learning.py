@@ -38,7 +38,7 @@ from .policy_labels import build_example
 from .probes import AttributeProbes, ProbeBatch, train_probes
 from .records import AttributeEstimate, ImageRecord, TagParse
 from .schema import Vocabulary
-from .splits import HOLDOUT, POLICY_TRAIN, is_probe_train, split_of
+from .splits import HOLDOUT, POLICY_TRAIN, PROBE_CALIBRATION, is_probe_train, split_of
 
 RANDOM_BASELINE = "random_strategy"  # the method name of the random-strategy baseline in the report
 Scorer = Callable[[np.ndarray], list[dict[str, AttributeEstimate]]]
@@ -169,6 +169,7 @@ class PolicyOutcome:
     candidate: FusionPolicy
     report: EvalReport
     verdict: PolicyVerdict
+    calibration: object | None = None  # calibration.ConfidenceCalibration, when asked for
 
 
 def train_and_judge_policy(training: SignalSource, holdout: SignalSource, vocabulary: Vocabulary, *,
@@ -176,14 +177,15 @@ def train_and_judge_policy(training: SignalSource, holdout: SignalSource, vocabu
                            user_labels: Labels,
                            thresholds: Thresholds, default_strategy: str, current: FusionPolicy | None = None,
                            warm_start: bool = False, n_bootstrap: int = 1000, seed: int = 0,
-                           max_eval_images: int | None = None) -> PolicyOutcome:
+                           max_eval_images: int | None = None, calibrate: bool = False) -> PolicyOutcome:
     """Train a candidate on `policy_train` images of `training`, score it on `holdout` images of
     `holdout` next to every source, fixed strategy, the random baseline and `current` (the published
     policy, if any), and judge whether it may replace `current`.
 
     With `warm_start` the candidate starts from a copy of `current`'s statistics (`current` itself is
     left as it is: it is scored beside the candidate). At most `max_eval_images` held-out images
-    are scored (their per-item results are what the bootstrap keeps in memory)."""
+    are scored (their per-item results are what the bootstrap keeps in memory). With `calibrate`,
+    every method's confidences are calibrated on `probe_calibration` images first (`calibration.py`)."""
     if warm_start and current is None:
         raise ValueError("A warm start needs the published policy to start from.")
     previous = copy.deepcopy(current, {id(vocabulary): vocabulary}) if warm_start else None
@@ -194,12 +196,21 @@ def train_and_judge_policy(training: SignalSource, holdout: SignalSource, vocabu
     choosers: dict[str, Any] = {RANDOM_BASELINE: RandomStrategyChooser(seed=seed)}
     if current is not None:
         choosers[CURRENT_POLICY] = current
+    calibration = None
+    if calibrate:  # confidences mapped to probabilities on images no other stage learned from
+        from .calibration import fit_calibration
+        calibration_choosers = {**choosers, RANDOM_BASELINE: RandomStrategyChooser(seed=seed)}  # its own draws
+        calibration = fit_calibration(
+            iter_examples(training(in_split(PROBE_CALIBRATION)), PROBE_CALIBRATION, vocabulary, scorer, probes,
+                          user_labels, thresholds.accept),
+            vocabulary, policy=candidate, thresholds=thresholds, choosers=calibration_choosers)
     examples = iter_examples(holdout(in_split(HOLDOUT)), HOLDOUT, vocabulary, scorer, probes, user_labels,
                              thresholds.accept)
     report = evaluate(itertools.islice(examples, max_eval_images), vocabulary, policy=candidate,
-                      thresholds=thresholds, choosers=choosers, n_bootstrap=n_bootstrap, seed=seed)
+                      thresholds=thresholds, choosers=choosers, n_bootstrap=n_bootstrap, seed=seed,
+                      calibration=calibration)
     verdict = judge_candidate(report, has_current=current is not None)
-    return PolicyOutcome(candidate, report, verdict)
+    return PolicyOutcome(candidate, report, verdict, calibration)
 
 
 # ---- both, on one source (`charattr eval`) ------------------------------------------------------------
@@ -213,14 +224,16 @@ class LearningResult:
     report: EvalReport
     verdict: PolicyVerdict
     probe_skip_reason: str | None = None
+    calibration: object | None = None  # calibration.ConfidenceCalibration fitted on `probe_calibration`
 
 
 def learn_and_evaluate(signals: SignalSource, vocabulary: Vocabulary, *, model_key: str | None,
                        scorer: Scorer | None, user_labels: Labels, thresholds: Thresholds,
                        default_strategy: str = "confidence_weighted", n_bootstrap: int = 1000, seed: int = 0,
-                       max_eval_images: int | None = None) -> LearningResult:
+                       max_eval_images: int | None = None, calibrate: bool = True) -> LearningResult:
     """Probes on their split, the policy on `policy_train`, every method scored on `holdout`: the
-    same functions, in the same order, as the `attribute_probes` and `fusion_policy` assets."""
+    same functions, in the same order, as the `attribute_probes` and `fusion_policy` assets
+    (plus, with `calibrate`, confidences calibrated on `probe_calibration`)."""
     probes = None
     if model_key is not None:
         trained = train_split_probes(signals, vocabulary, model_key, accept=thresholds.accept, seed=seed)
@@ -228,6 +241,6 @@ def learn_and_evaluate(signals: SignalSource, vocabulary: Vocabulary, *, model_k
     outcome = train_and_judge_policy(signals, signals, vocabulary, model_key=model_key, scorer=scorer, probes=probes,
                                      user_labels=user_labels, thresholds=thresholds,
                                      default_strategy=default_strategy, n_bootstrap=n_bootstrap, seed=seed,
-                                     max_eval_images=max_eval_images)
+                                     max_eval_images=max_eval_images, calibrate=calibrate)
     return LearningResult(probes=probes, policy=outcome.candidate, report=outcome.report, verdict=outcome.verdict,
-                          probe_skip_reason=probe_skip_reason(model_key, probes))
+                          probe_skip_reason=probe_skip_reason(model_key, probes), calibration=outcome.calibration)

@@ -27,6 +27,7 @@ N_BUCKETS = 100
 SPLIT_NAMES = ("probe_fit", "probe_calibration", "policy_train", "holdout")
 POLICY_TRAIN = "policy_train"  # the split the fusion policy learns from
 HOLDOUT = "holdout"  # the split every evaluation scores; nothing trains on it
+PROBE_CALIBRATION = "probe_calibration"  # the split confidences (probes, then every method) are calibrated on
 
 
 def bucket_of(image_id: str) -> int:

@@ -40,4 +40,8 @@ report_job = dg.define_asset_job(
     description="Distributions, coverage, agreement and accuracy as plots and an HTML report.",
     op_retry_policy=STEP_RETRY_POLICY)
 
-ALL_JOBS = (process_shards_job, ingest_shards_job, train_job, fuse_shards_job, report_job)
+adapt_clip_job = dg.define_asset_job(
+    "adapt_clip", selection=dg.AssetSelection.assets("adapted_clip"),
+    description="Adapt CLIP to the collection from its tags (train-clip); not part of `charattr run`.")
+
+ALL_JOBS = (process_shards_job, ingest_shards_job, train_job, fuse_shards_job, report_job, adapt_clip_job)

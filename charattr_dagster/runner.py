@@ -182,10 +182,7 @@ def run_graph(settings: Settings, instance: dg.DagsterInstance, *, verbose: bool
     """Materialize every asset over every shard of `settings.source`; returns what happened."""
     from charattr_core.sources import open_source
 
-    from .definitions import build_definitions
-
     shards = open_source(settings.source).shards()
-    defs = build_definitions(settings)
     summary = GraphRunSummary(shards=len(shards))
     crashed = release_crashed_runs(instance)
     if crashed:

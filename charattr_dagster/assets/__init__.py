@@ -2,7 +2,7 @@
 
     ingest    raw_images
     signals   tag_parses, clip_embeddings
-    learning  attribute_probes, fusion_policy
+    learning  attribute_probes, fusion_policy (adapted: adapted_clip, an explicit step)
     product   fused_attributes, attribute_report
 
 Each module exposes a `build_*` factory taking the asset's code version (computed from the
@@ -19,6 +19,7 @@ import dagster as dg
 
 from ..automation import with_automation
 from ..versions import CodeVersions
+from .adapted import build_adapted_clip
 from .ingest import build_raw_images
 from .learning import build_attribute_probes, build_fusion_policy
 from .product import build_fused_attributes
@@ -44,4 +45,5 @@ def _build(versions: CodeVersions, per_shard: dg.BackfillPolicy) -> list[dg.Asse
         build_fusion_policy(versions.fusion_policy),
         build_fused_attributes(versions.fused_attributes, per_shard),
         build_attribute_report(versions.attribute_report),
+        build_adapted_clip(),
     ]

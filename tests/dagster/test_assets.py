@@ -20,7 +20,7 @@ from dagster_testing import (IMAGES_PER_SHARD, SHARD_KEYS, check_evaluations, ma
                              materialized_assets, partition_metadata, register, run_job)
 
 ASSETS = ("raw_images", "tag_parses", "clip_embeddings", "attribute_probes", "fusion_policy", "fused_attributes",
-          "attribute_report")
+          "attribute_report", "adapted_clip")
 UPSTREAM = {
     "raw_images": set(),
     "tag_parses": {"raw_images"},
@@ -29,6 +29,7 @@ UPSTREAM = {
     "fusion_policy": {"raw_images", "tag_parses", "clip_embeddings", "attribute_probes"},
     "fused_attributes": {"raw_images", "tag_parses", "clip_embeddings", "attribute_probes", "fusion_policy"},
     "attribute_report": {"fused_attributes", "fusion_policy"},
+    "adapted_clip": {"raw_images", "tag_parses"},
 }
 
 

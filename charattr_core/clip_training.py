@@ -1,0 +1,411 @@
+"""Adapting CLIP to a collection from its own tags (`charattr train-clip`).
+
+Contrastive training of an open_clip model on (image, caption) pairs. The caption is written
+from the image's *tag parse* through the vocabulary's prompts ("a drawing of a girl, long hair,
+blonde hair"), never from any ground truth, so the recipe works on any tagged collection. The
+model, its transforms and the loss are open_clip's (`create_model_and_transforms`, `ClipLoss`);
+the optimiser and the learning-rate schedule are torch's (AdamW, OneCycleLR).
+
+Only the `probe_fit` split (`splits.py`) teaches the model: the probes' calibration images, the
+policy's training images and the held-out images stay unseen by it, so every later stage sees the
+model as it behaves on new images (a model is more confident on images it was trained on).
+
+The output directory holds `adapted_clip.safetensors` and `adapted_clip.json` (architecture,
+resolution, training settings, vocabulary fingerprint, a fingerprint of the training images and
+their tags, and the weights' digest). `resolve_adapted_model(DIR)` reads it back: the
+architecture to build, the weights file and a model key `ARCH/adapted:<digest>` that changes
+with the data, the settings and the weights, so caches and code versions follow the model.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import logging
+import math
+import random
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import xxhash
+
+from .errors import ConfigError
+from .records import UNKNOWN, TagParse
+from .schema import Vocabulary
+from .splits import DEFAULT_SPLITS, SplitPlan
+
+log = logging.getLogger(__name__)
+
+SMALL_MODEL = "charattr-small"  # model_configs/charattr-small.json: trains on 2 CPU cores in minutes
+TRAIN_SPLITS = ("probe_fit",)  # the only images that may teach the adapted model (see the module docstring)
+CONFIG_FILE = "adapted_clip.json"
+WEIGHTS_FILE = "adapted_clip.safetensors"
+ARCH_CONFIG_DIR = "model_config"  # a derived architecture (other resolution) is written here
+FORMAT = "charattr-adapted-clip/1"
+CAPTION_MIN_CONFIDENCE = 0.5  # tag answers below this (weak hints only) do not go into captions
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """What `train_clip` does; recorded in the output JSON (and so in the model key)."""
+
+    model_name: str = SMALL_MODEL
+    pretrained: str | None = None  # None: from scratch (seeded); else an open_clip tag or checkpoint file
+    epochs: int = 8
+    resolution: int | None = None  # None: the architecture's own; only from scratch may it differ
+    batch_size: int = 128
+    learning_rate: float | None = None  # None: 2e-4 from scratch, 1e-5 when fine-tuning
+    weight_decay: float = 0.1
+    seed: int = 0
+    max_images: int | None = None  # at most this many training images (in source order)
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be at least 1 (got {self.epochs}).")
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size must be at least 2 for a contrastive loss (got {self.batch_size}).")
+        if self.resolution is not None and not 16 <= self.resolution <= 1024:
+            raise ConfigError(f"resolution must be between 16 and 1024 pixels (got {self.resolution}).")
+        if self.learning_rate is not None and not 0 < self.learning_rate < 1:
+            raise ConfigError(f"learning_rate must be in (0, 1) (got {self.learning_rate}).")
+        if self.max_images is not None and self.max_images < 2:
+            raise ConfigError(f"max_images must be at least 2 (got {self.max_images}).")
+
+    @property
+    def lr(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        # 1e-3 collapsed charattr-small to chance loss (ln batch) on 32 images in 25 steps; 2e-4 kept lowering it.
+        return 2e-4 if self.pretrained is None else 1e-5
+
+
+# --------------------------------------------------------------------------------------------
+# captions from tags
+
+
+def caption_phrases(parse: TagParse | None, vocabulary: Vocabulary,
+                    min_confidence: float = CAPTION_MIN_CONFIDENCE) -> list[tuple[str, ...]]:
+    """Per value the tags state (confidently enough), that value's prompts: what a caption may say."""
+    if parse is None:
+        return []
+    phrases = []
+    for key in vocabulary.keys:
+        estimate = parse.estimates.get(key)
+        if estimate is None or estimate.is_unknown or estimate.confidence < min_confidence:
+            continue
+        attribute = vocabulary.attribute(key)
+        for name in estimate.values:
+            if name != UNKNOWN and name in attribute.value_names:
+                phrases.append(attribute.value(name).prompts)
+    return phrases
+
+
+def make_caption(phrases: Sequence[tuple[str, ...]], templates: Sequence[str], rng: random.Random) -> str:
+    """One caption: a random non-empty subset of the phrases, in random order, one prompt each,
+    through one of the vocabulary's templates (so zero-shot prompts look like training captions)."""
+    kept = [p for p in phrases if rng.random() < 0.6] or [rng.choice(phrases)]
+    rng.shuffle(kept)
+    return rng.choice(templates).format(", ".join(rng.choice(p) for p in kept))
+
+
+# --------------------------------------------------------------------------------------------
+# training data
+
+
+@dataclass
+class TrainingImage:
+    image_id: str
+    data: bytes
+    phrases: list[tuple[str, ...]]
+    raw_tags: str
+
+
+@dataclass
+class TrainingData:
+    images: list[TrainingImage]
+    skipped: dict[str, int] = field(default_factory=dict)  # why images were not used -> count
+
+    @property
+    def fingerprint(self) -> str:
+        """Digest of the training images and their tags, in id order (independent of shard layout)."""
+        digest = xxhash.xxh3_128()
+        for image in sorted(self.images, key=lambda i: i.image_id):
+            digest.update(image.image_id.encode())
+            digest.update(b"\0")
+            digest.update(image.raw_tags.encode("utf-8", "surrogatepass"))
+            digest.update(b"\1")
+        return digest.hexdigest()[:16]
+
+
+def in_training_split(image_id: str, plan: SplitPlan = DEFAULT_SPLITS) -> bool:
+    """True only for images that may teach the adapted model."""
+    return plan.split_of(image_id) in TRAIN_SPLITS
+
+
+def training_data(rows: Iterable[tuple[str, bytes | None, str | None, TagParse | None]], vocabulary: Vocabulary, *,
+                  max_images: int | None = None, keep: Callable[[str], bool] = in_training_split) -> TrainingData:
+    """Select the training pairs from (image_id, bytes, raw tags, tag parse) rows.
+
+    Images outside the training split, without bytes or without a usable tag are left out
+    (counted in `skipped`). The Dagster asset and the CLI both feed this function.
+    """
+    out = TrainingData([])
+    seen: set[str] = set()
+
+    def skip(reason: str) -> None:
+        out.skipped[reason] = out.skipped.get(reason, 0) + 1
+
+    for image_id, data, raw_tags, parse in rows:
+        if not image_id or data is None:
+            skip("unreadable")
+        elif not keep(image_id):
+            skip("not in the training split")
+        elif image_id in seen:
+            skip("duplicate image")
+        else:
+            phrases = caption_phrases(parse, vocabulary)
+            if not phrases:
+                skip("no attribute tag to caption")
+                continue
+            seen.add(image_id)
+            out.images.append(TrainingImage(image_id, data, phrases, raw_tags or ""))
+            if max_images is not None and len(out.images) >= max_images:
+                break
+    return out
+
+
+def rows_from_source(source_path: str | Path, vocabulary: Vocabulary, max_image_pixels: int | None = None
+                     ) -> Iterator[tuple[str, bytes | None, str | None, TagParse | None]]:
+    """(image_id, bytes, raw tags, tag parse) for every readable image of a source, tags parsed here."""
+    from .sources import inspect_image, open_source
+    from .tags import TagParser
+
+    parser = TagParser(vocabulary)
+    source = open_source(source_path)
+    for shard in source.shards():
+        for item in source.read(shard):
+            record = inspect_image(item, max_image_pixels) if max_image_pixels else inspect_image(item)
+            if not record.ok:
+                yield record.image_id or "", None, None, None
+                continue
+            yield record.image_id, item.data, item.tags, parser.parse(item.tags, record.image_id)
+
+
+# --------------------------------------------------------------------------------------------
+# the model
+
+
+def _build(settings: TrainingSettings):
+    """-> (model, train transform, architecture name to record, architecture config)."""
+    import open_clip
+    import torch
+
+    from .clip_loading import load_clip, register_model_configs
+
+    register_model_configs()
+    arch_cfg = open_clip.get_model_config(settings.model_name)
+    if arch_cfg is None or settings.model_name.startswith(("hf-hub:", "local-dir:")):
+        raise ConfigError(f"Unknown CLIP model {settings.model_name!r}; use an open_clip architecture such as "
+                          f"{SMALL_MODEL} or ViT-B-32.")
+    native = arch_cfg["vision_cfg"]["image_size"]
+    resolution = settings.resolution or native
+    if settings.pretrained is not None:
+        if resolution != native:
+            raise ConfigError(f"Fine-tuning keeps {settings.model_name}'s resolution ({native} px); drop --resolution "
+                              "or train from scratch.")
+        clip = load_clip(settings.model_name, settings.pretrained, device="cpu", precision="fp32")
+        model = clip.model
+        from open_clip.transform import PreprocessCfg, image_transform_v2
+
+        train_transform = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=True)
+        return model, train_transform, settings.model_name, arch_cfg
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        model, train_transform, _ = open_clip.create_model_and_transforms(
+            settings.model_name, pretrained=None, force_image_size=resolution if resolution != native else None)
+    name = settings.model_name if resolution == native else f"{settings.model_name}-{resolution}px"
+    cfg = json.loads(json.dumps(arch_cfg))
+    cfg["vision_cfg"]["image_size"] = resolution
+    return model, train_transform, name, cfg
+
+
+def _param_groups(model, weight_decay: float) -> list[dict]:
+    # open_clip's convention: no weight decay on gains, biases, embeddings and the logit scale.
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+         or "embedding" in name or "token" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@dataclass
+class TrainingResult:
+    out_dir: Path
+    model_name: str
+    model_key: str
+    n_images: int
+    epoch_losses: list[float]
+    skipped: dict[str, int]
+
+
+def train_clip(data: TrainingData, vocabulary: Vocabulary, out_dir: str | Path,
+               settings: TrainingSettings = TrainingSettings(), *, progress: bool = True) -> TrainingResult:
+    """Train on `data` (already restricted to the training split) and write the model to `out_dir`."""
+    import open_clip
+    import torch
+    from open_clip.loss import ClipLoss
+    from PIL import Image
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    settings.validate()
+    if len(data.images) < 2:
+        raise ConfigError(f"Only {len(data.images)} training image(s) with usable tags in the training split; "
+                          "contrastive training needs at least 2 (skipped: "
+                          f"{', '.join(f'{n} {r}' for r, n in data.skipped.items()) or 'none'}).")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    adapted = resolve_adapted_model(settings.pretrained)
+    if adapted is not None:  # continue from an earlier train-clip directory: its architecture and weights
+        settings = replace(settings, model_name=adapted.model_name, pretrained=str(adapted.checkpoint))
+    model, transform, arch_name, arch_cfg = _build(settings)
+    tokenizer = open_clip.get_tokenizer(settings.model_name)
+    model.train()
+    rng = random.Random(settings.seed)
+    batch_size = min(settings.batch_size, len(data.images))
+    steps_per_epoch = len(data.images) // batch_size  # full batches only: a tiny last batch makes a noisy step
+    optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr, betas=(0.9, 0.98),
+                                  eps=1e-6)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr,
+                                                    total_steps=steps_per_epoch * settings.epochs, pct_start=0.1)
+    loss_fn = ClipLoss()
+    templates = vocabulary.prompt_templates
+    losses: list[float] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        for epoch in range(settings.epochs):
+            order = list(range(len(data.images)))
+            rng.shuffle(order)
+            total = 0.0
+            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch",
+                       disable=not progress, file=sys.stderr, leave=False)
+            for step in bar:
+                batch = [data.images[i] for i in order[step * batch_size:(step + 1) * batch_size]]
+                images = torch.stack([transform(Image.open(io.BytesIO(b.data)).convert("RGB")) for b in batch])
+                texts = tokenizer([make_caption(b.phrases, templates, rng) for b in batch])
+                image_features, text_features, logit_scale = model(images, texts)[:3]
+                loss = loss_fn(image_features, text_features, logit_scale)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                with torch.no_grad():  # CLIP's clamp: a temperature past 100 destabilises training
+                    model.logit_scale.clamp_(0, math.log(100))
+                value = loss.item()
+                total += value
+                bar.set_postfix(loss=f"{value:.3f}")
+            bar.close()
+            losses.append(total / max(steps_per_epoch, 1))
+            if progress:
+                print(f"epoch {epoch + 1}/{settings.epochs}: loss {losses[-1]:.4f}", file=sys.stderr)
+    model.eval()
+    weights = out / WEIGHTS_FILE
+    tmp = weights.with_suffix(".tmp")
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(weights)
+    if arch_name != settings.model_name:
+        (out / ARCH_CONFIG_DIR).mkdir(exist_ok=True)
+        (out / ARCH_CONFIG_DIR / f"{arch_name}.json").write_text(json.dumps(arch_cfg, indent=2), encoding="utf-8")
+    meta = {"format": FORMAT, "architecture": arch_name, "base_architecture": settings.model_name,
+            "resolution": arch_cfg["vision_cfg"]["image_size"], "settings": asdict(settings),
+            "vocabulary_fingerprint": vocabulary.fingerprint, "train_splits": list(TRAIN_SPLITS),
+            "n_images": len(data.images), "data_fingerprint": data.fingerprint, "skipped": data.skipped,
+            "epoch_losses": losses, "weights_file": WEIGHTS_FILE, "weights_digest": _file_digest(weights)}
+    (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+    resolved = resolve_adapted_model(out)
+    assert resolved is not None
+    return TrainingResult(out, arch_name, resolved.model_key, len(data.images), losses, data.skipped)
+
+
+def train_clip_from_source(source: str | Path, out_dir: str | Path, settings: TrainingSettings = TrainingSettings(),
+                           vocabulary: Vocabulary | None = None, *, progress: bool = True) -> TrainingResult:
+    """`charattr train-clip SOURCE --out DIR`: read, parse tags, keep the training split, train."""
+    from .schema import load_vocabulary
+
+    settings.validate()
+    vocabulary = vocabulary or load_vocabulary()
+    data = training_data(rows_from_source(source, vocabulary), vocabulary, max_images=settings.max_images)
+    return train_clip(data, vocabulary, out_dir, settings, progress=progress)
+
+
+# --------------------------------------------------------------------------------------------
+# reading it back
+
+
+@dataclass(frozen=True)
+class AdaptedModel:
+    """A `train-clip` directory, resolved: what to build, what to load, what to call it."""
+
+    model_name: str  # the architecture (registered with open_clip by `resolve_adapted_model`)
+    checkpoint: Path
+    model_key: str  # "<architecture>/adapted:<digest of settings, data, vocabulary and weights>"
+    metadata: dict
+
+
+def _file_digest(path: Path) -> str:
+    stat = path.stat()
+    return _digest_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _digest_of(path: str, _size: int, _mtime_ns: int) -> str:
+    digest = xxhash.xxh3_128()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def resolve_adapted_model(pretrained: str | Path | None) -> AdaptedModel | None:
+    """If `pretrained` is a `train-clip` output directory, what it holds; None for anything else.
+
+    Registers a derived architecture (another resolution) with open_clip so that the name can be
+    built. Raises ConfigError for a directory whose JSON is damaged or whose weights are missing.
+    """
+    if pretrained is None:
+        return None
+    root = Path(str(pretrained)).expanduser()
+    meta_path = root / CONFIG_FILE
+    if not root.is_dir() or not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        arch, weights_name = meta["architecture"], meta["weights_file"]
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{meta_path} is not a readable train-clip description ({exc}); train the model again.") from None
+    weights = root / Path(weights_name).name
+    if not weights.is_file():
+        raise ConfigError(f"{root} names weights {weights.name}, which are missing; train the model again.")
+    derived = root / ARCH_CONFIG_DIR / f"{arch}.json"
+    if derived.is_file():
+        import open_clip
+
+        from .clip_loading import register_model_configs
+
+        register_model_configs()
+        if open_clip.get_model_config(arch) is None:
+            open_clip.add_model_config(derived)
+    digest = xxhash.xxh3_128()
+    for part in (arch, json.dumps(meta.get("settings"), sort_keys=True), meta.get("vocabulary_fingerprint", ""),
+                 meta.get("data_fingerprint", ""), _file_digest(weights)):
+        digest.update(str(part).encode())
+        digest.update(b"\0")
+    return AdaptedModel(model_name=arch, checkpoint=weights, model_key=f"{arch}/adapted:{digest.hexdigest()[:16]}",
+                        metadata=meta)
