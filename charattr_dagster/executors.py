@@ -110,8 +110,10 @@ def build_executor(settings: Settings) -> dg.ExecutorDefinition:
     @dg.executor(
         name="charattr",
         config_schema=dg.Field(dg.Selector({
-            "in_process": {"retries": get_retries_config()},
-            "multiprocess": {"max_concurrent": dg.Field(int, is_required=False), "retries": get_retries_config()},
+            # Dagster's own schemas: every option of its in-process and multiprocess executors
+            # (start_method, tag_concurrency_limits, ...) stays available.
+            "in_process": dg.in_process_executor.config_schema.as_field(),
+            "multiprocess": dg.multiprocess_executor.config_schema.as_field(),
             "celery": celery_config,
         }), default_value={default: {}}),
         requirements=requirements,

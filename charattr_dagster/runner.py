@@ -182,7 +182,12 @@ def run_graph(settings: Settings, instance: dg.DagsterInstance, *, verbose: bool
     """Materialize every asset over every shard of `settings.source`; returns what happened."""
     from charattr_core.sources import open_source
 
+    from .definitions import database_url_config
+
     shards = open_source(settings.source).shards()
+    # A database URL with a password reaches the jobs (rebuilt from the settings, in this process or
+    # in workers) only through $CHARATTR_DATABASE_URL, never through the run's stored settings.
+    database_url_config(settings.database_url)
     summary = GraphRunSummary(shards=len(shards))
     crashed = release_crashed_runs(instance)
     if crashed:

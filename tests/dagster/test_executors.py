@@ -75,7 +75,7 @@ def test_a_broker_password_is_not_stored_with_the_job(tmp_path, monkeypatch):
 
 def test_visibility_timeout_follows_the_longest_step():
     base = Settings(source="/x")
-    assert visibility_timeout(base) == 2 * 25 * 600
+    assert visibility_timeout(base) == 2 * base.shards_per_run * 600
     assert visibility_timeout(Settings(source="/x", shards_per_run=1, celery_shard_seconds=3)) == executors.MIN_VISIBILITY_TIMEOUT
 
 
@@ -135,7 +135,7 @@ def test_worker_config_module_carries_the_loss_settings_and_the_queue(monkeypatc
     app = make_app()  # what `celery -A dagster_celery.app` builds in the worker
     assert app.conf.broker_url == "redis://b/0" and app.conf.result_backend == "redis://b/1"
     assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
-    assert app.conf.broker_transport_options["visibility_timeout"] == 2 * 25 * 600
+    assert app.conf.broker_transport_options["visibility_timeout"] == 2 * Settings(source="/x").shards_per_run * 600
     argv = worker.celery_argv("gpu", "gpu0@%h", 1, "INFO")
     assert argv[argv.index("--queues") + 1] == "gpu" and argv[argv.index("--concurrency") + 1] == "1"
     argv = worker.celery_argv("default", "cpu@%h", 4, "INFO")

@@ -31,6 +31,7 @@ EXPECTED_DEPS = {
     "fusion_policy": {"raw_images", "tag_parses", "clip_embeddings", "attribute_probes"},
     "fused_attributes": {"raw_images", "tag_parses", "clip_embeddings", "attribute_probes", "fusion_policy"},
     "attribute_report": {"fused_attributes", "fusion_policy"},
+    "adapted_clip": {"raw_images", "tag_parses"},
 }
 # Without the daemon, runs must start at once instead of waiting in the queue.
 INSTANCE_YAML = """\
