@@ -19,7 +19,6 @@ with the data, the settings and the weights, so caches and code versions follow 
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import logging
@@ -358,17 +357,11 @@ class AdaptedModel:
 
 
 def _file_digest(path: Path) -> str:
-    stat = path.stat()
-    return _digest_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    """The weights' digest, as the model loader computes it for checkpoint files (remembered per
+    path, size and mtime)."""
+    from .clip_loading import _file_digest as checkpoint_digest
 
-
-@functools.lru_cache(maxsize=16)
-def _digest_of(path: str, _size: int, _mtime_ns: int) -> str:
-    digest = xxhash.xxh3_128()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
+    return checkpoint_digest(path)
 
 
 def resolve_adapted_model(pretrained: str | Path | None) -> AdaptedModel | None:
