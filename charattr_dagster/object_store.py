@@ -90,7 +90,29 @@ class RemoteTables:
         return ds.dataset([p.path for p in paths], format="parquet", filesystem=self.arrow_fs)
 
 
-class RemotePartitionWriter:
+class ParquetAppender:
+    """Appends row batches to `self._writer` (a `pq.ParquetWriter` over a temporary file) and
+    counts them; the local and the object-store partition writers differ only in where the
+    temporary file lives and how it is moved into place."""
+
+    schema: pa.Schema
+    rows: int
+    _writer: pq.ParquetWriter
+
+    def write_rows(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Append a batch of rows (dicts keyed by the schema's column names)."""
+        if rows:
+            self.write_table(pa.Table.from_pylist(list(rows), schema=self.schema))
+
+    def write_table(self, table: pa.Table | pa.RecordBatch) -> None:
+        if table.num_rows:
+            if isinstance(table, pa.RecordBatch):
+                table = pa.Table.from_batches([table])
+            self._writer.write_table(table)
+            self.rows += table.num_rows
+
+
+class RemotePartitionWriter(ParquetAppender):
     """The object-store twin of `warehouse.PartitionWriter`: same methods, same guarantees where
     the store allows (see the module docstring)."""
 
@@ -101,17 +123,6 @@ class RemotePartitionWriter:
         self._tmp = f"{folder}/.{uuid.uuid4().hex}.tmp"  # short whatever the final name; hidden
         self._file = path.fs.open(self._tmp, "wb")
         self._writer = pq.ParquetWriter(self._file, schema, compression="zstd")
-
-    def write_rows(self, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            self.write_table(pa.Table.from_pylist(list(rows), schema=self.schema))
-
-    def write_table(self, table: pa.Table | pa.RecordBatch) -> None:
-        if table.num_rows:
-            if isinstance(table, pa.RecordBatch):
-                table = pa.Table.from_batches([table])
-            self._writer.write_table(table)
-            self.rows += table.num_rows
 
     def commit(self) -> None:
         self._writer.close()

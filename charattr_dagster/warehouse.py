@@ -32,7 +32,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from pydantic import PrivateAttr
 
-from .object_store import RemotePartitionWriter, RemotePath, RemoteTables, is_url
+from .object_store import ParquetAppender, RemotePartitionWriter, RemotePath, RemoteTables, is_url
 
 SUFFIX = ".parquet"
 UNPARTITIONED = "_all"  # file stem of an unpartitioned asset's table
@@ -72,7 +72,7 @@ def _partition_of(path: Path) -> str:
     return metadata.get(PARTITION_METADATA_KEY, b"").decode("utf-8", "surrogateescape") or unquote(stem)
 
 
-class PartitionWriter:
+class PartitionWriter(ParquetAppender):
     """Streams record batches into one Parquet file under a temporary name."""
 
     def __init__(self, path: Path, schema: pa.Schema):
@@ -82,18 +82,6 @@ class PartitionWriter:
         # Short and unique, whatever the length of the final name (hidden: never read as a partition).
         self._tmp = path.with_name(f".{uuid.uuid4().hex}.tmp")
         self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
-
-    def write_rows(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Append a batch of rows (dicts keyed by the schema's column names)."""
-        if rows:
-            self.write_table(pa.Table.from_pylist(list(rows), schema=self.schema))
-
-    def write_table(self, table: pa.Table | pa.RecordBatch) -> None:
-        if table.num_rows:
-            if isinstance(table, pa.RecordBatch):
-                table = pa.Table.from_batches([table])
-            self._writer.write_table(table)
-            self.rows += table.num_rows
 
     def commit(self) -> None:
         self._writer.close()
