@@ -318,6 +318,24 @@ def build_image_encoder(model: torch.nn.Module, path: InferencePath, image_size:
     if path.runtime == "torch":
         return _torch_encoder(model, path.precision)
     model_dir = _model_dir(base_key)
-    if path.runtime == "onnxruntime":
-        return _onnxruntime_encoder(model, image_size, model_dir, path.precision)
-    return _openvino_encoder(model, image_size, model_dir, path.precision)
+    build = _onnxruntime_encoder if path.runtime == "onnxruntime" else _openvino_encoder
+    try:
+        return build(model, image_size, model_dir, path.precision)
+    except Exception as exc:  # noqa: BLE001 - a damaged converted model is rebuilt once, not used forever
+        if not _drop_converted(model_dir):
+            raise
+        log.warning("The converted models in %s could not be used (%s: %s); building them again",
+                    model_dir, type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        return build(model, image_size, model_dir, path.precision)
+
+
+def _drop_converted(model_dir: Path) -> bool:
+    """Remove the converted models of `model_dir` (a damaged file, a killed writer's leftovers are
+    rebuilt from the weights); whether there was anything to remove."""
+    import shutil
+
+    found = [p for p in (model_dir / "visual.onnx", model_dir / "visual-int8.onnx", model_dir / "openvino-cache")
+             if p.exists()]
+    for p in found:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return bool(found)

@@ -205,6 +205,17 @@ def test_converted_models_are_built_once_per_model_key(monkeypatch, tmp_path):
     assert again.inference_path == InferencePath("onnxruntime", "fp32")
 
 
+@needs("onnxruntime")
+def test_a_damaged_converted_model_is_built_again(monkeypatch, tmp_path):
+    monkeypatch.setenv(clip_runtime.MODEL_CACHE_ENV, str(tmp_path))
+    load_clip(TINY, None, device="cpu", precision="fp32", runtime="onnxruntime")
+    (exported,) = tmp_path.glob("*/visual.onnx")
+    exported.write_bytes(b"not an onnx file")  # a disk error, or a copy cut short
+    again = load_clip(TINY, None, device="cpu", precision="fp32", runtime="onnxruntime")
+    assert again.inference_path == InferencePath("onnxruntime", "fp32")  # not a silent fall back to torch
+    assert exported.read_bytes() != b"not an onnx file"
+
+
 def test_a_runtime_that_fails_to_build_falls_back_and_says_why(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("converter exploded\nwith a second line")
