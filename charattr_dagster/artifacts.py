@@ -12,30 +12,30 @@ from .asset_keys import ATTRIBUTE_PROBES, FUSION_POLICY
 from .warehouse import Warehouse
 
 
+def _in_use(warehouse: Warehouse, asset: str, file_name: str, absent: str, usable, vocabulary: Vocabulary,
+            model_key: str | None):
+    folder = warehouse.asset_dir(asset)
+    if not (folder / file_name).is_file():
+        return None, absent, False
+    try:
+        artefact, why = usable(folder, vocabulary, model_key)
+    except ConfigError as exc:
+        artefact, why = None, str(exc).rstrip(".")
+    return artefact, why, artefact is None
+
+
 def probes_in_use(warehouse: Warehouse, vocabulary: Vocabulary, model_key: str | None):
     """`(probes, None, refused)`: the probes, or None with why not — none trained yet
     (`refused` False), or unreadable or made for another CLIP model or vocabulary (True)."""
-    folder = warehouse.asset_dir(ATTRIBUTE_PROBES)
-    if not (folder / "probes.json").is_file():
-        return None, "attribute_probes has not been trained yet", False
-    try:
-        probes, why = usable_probes(folder, vocabulary, model_key)
-    except ConfigError as exc:
-        probes, why = None, str(exc).rstrip(".")
-    return probes, why, probes is None
+    return _in_use(warehouse, ATTRIBUTE_PROBES, "probes.json", "attribute_probes has not been trained yet",
+                   usable_probes, vocabulary, model_key)
 
 
 def policy_in_use(warehouse: Warehouse, vocabulary: Vocabulary, model_key: str | None):
     """`(policy, None, refused)`: the published policy, or None with why not — none published yet
     (`refused` False), or unreadable or made for another CLIP model or vocabulary (True)."""
-    folder = warehouse.asset_dir(FUSION_POLICY)
-    if not (folder / "policy.json").is_file():
-        return None, "fusion_policy has not published a policy yet", False
-    try:
-        policy, why = usable_policy(folder, vocabulary, model_key)
-    except ConfigError as exc:
-        policy, why = None, str(exc).rstrip(".")
-    return policy, why, policy is None
+    return _in_use(warehouse, FUSION_POLICY, "policy.json", "fusion_policy has not published a policy yet",
+                   usable_policy, vocabulary, model_key)
 
 
 def signals_in_use(warehouse: Warehouse, vocabulary: Vocabulary, model_key: str | None, clip_unavailable: str | None,
