@@ -191,18 +191,27 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+TRAIN_CLIP_SETTINGS = ("data_dir", "database_url", "cache_results", "vocabulary", "device", "allow_download",
+                       "stage_batch_size", "max_image_pixels")  # the pipeline settings train-clip takes
+
+
 def _cmd_train_clip(args: argparse.Namespace) -> int:
     from .clip_training import TrainingSettings, train_clip_from_source
-    from .schema import load_vocabulary
+    from .pipeline import create_pipeline
 
     if not Path(args.source).exists():
         raise ConfigError(f"Source {args.source} does not exist.")
+    config = config_from_args(args)
     settings = TrainingSettings(**{k: v for k, v in {
         "model_name": args.model, "pretrained": None if args.pretrained in (None, "random", "none") else args.pretrained,
         "epochs": args.epochs, "resolution": args.resolution, "batch_size": args.batch_size,
         "learning_rate": args.lr, "seed": args.seed, "max_images": args.max_images}.items() if v is not None})
-    result = train_clip_from_source(args.source, args.out, settings, load_vocabulary(args.vocabulary),
-                                    progress=not args.quiet)
+    # Tags are parsed through the results cache (--database-url), as `charattr batch/run` parse them.
+    with create_pipeline(config.model_copy(update={"use_clip": False})) as pipe:
+        result = train_clip_from_source(args.source, args.out, settings, pipe.vocabulary, progress=not args.quiet,
+                                        tag_parses=pipe.tag_parses, max_image_pixels=config.max_image_pixels,
+                                        device=config.device, allow_download=config.allow_download,
+                                        stage_batch_size=config.stage_batch_size)
     print(f"trained {result.model_name} on {result.n_images} training-split images "
           f"(final loss {result.epoch_losses[-1]:.4f}); model key {result.model_key}; use it with "
           f"--pretrained {result.out_dir}", file=sys.stderr)
@@ -297,8 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="peak learning rate (default 2e-4 from scratch, 1e-5 fine-tuning)")
     p.add_argument("--max-images", type=int, help="at most this many training images")
     p.add_argument("--seed", type=int, help="initialisation, caption and batch-order seed (default 0)")
-    p.add_argument("--vocabulary", help="attribute vocabulary TOML whose prompts write the captions")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch loss")
+    add_options(p, PIPELINE, only=TRAIN_CLIP_SETTINGS)  # --database-url, --vocabulary (its prompts write captions), ...
     p.set_defaults(func=_cmd_train_clip)
 
     # Other packages add commands (charattr_dagster adds `run`) without charattr_core importing them.

@@ -176,28 +176,39 @@ def training_data(rows: Iterable[tuple[str, bytes | None, str | None, TagParse |
     return out
 
 
-def rows_from_source(source_path: str | Path, vocabulary: Vocabulary, max_image_pixels: int | None = None
+def rows_from_source(source_path: str | Path, vocabulary: Vocabulary, max_image_pixels: int | None = None, *,
+                     tag_parses: Callable[[list], list[TagParse]] | None = None, batch_size: int = 256
                      ) -> Iterator[tuple[str, bytes | None, str | None, TagParse | None]]:
-    """(image_id, bytes, raw tags, tag parse) for every readable image of a source, tags parsed here."""
-    from .sources import inspect_image, open_source
-    from .tags import TagParser
+    """(image_id, bytes, raw tags, tag parse) for every readable image of a source, streamed in batches.
 
-    parser = TagParser(vocabulary)
+    `tag_parses(records)` parses a batch of ok records; the CLI passes the pipeline's, which goes
+    through the results cache (`--database-url`), so `charattr run` and `train-clip` parse a tag
+    set once. By default the tags are parsed here, without a cache."""
+    from .batching import batched
+    from .sources import inspect_image, open_source
+    from .tags import TagParser, parse_tags
+
+    if tag_parses is None:
+        parser = TagParser(vocabulary)
+        tag_parses = lambda records: list(parse_tags(records, parser))  # noqa: E731
     source = open_source(source_path)
-    for shard in source.shards():
-        for item in source.read(shard):
-            record = inspect_image(item, max_image_pixels) if max_image_pixels else inspect_image(item)
-            if not record.ok:
+    items = (item for shard in source.shards() for item in source.read(shard))
+    for batch in batched(items, batch_size):
+        records = [inspect_image(item, max_image_pixels) if max_image_pixels else inspect_image(item) for item in batch]
+        ok = [(record, item) for record, item in zip(records, batch) if record.ok]
+        parses = iter(tag_parses([record for record, _item in ok]) if ok else ())
+        for record, item in zip(records, batch):
+            if record.ok:
+                yield record.image_id, item.data, item.tags, next(parses)
+            else:
                 yield record.image_id or "", None, None, None
-                continue
-            yield record.image_id, item.data, item.tags, parser.parse(item.tags, record.image_id)
 
 
 # --------------------------------------------------------------------------------------------
 # the model
 
 
-def _build(settings: TrainingSettings):
+def _build(settings: TrainingSettings, allow_download: bool | None = None):
     """-> (model, train transform, architecture name to record, architecture config)."""
     import open_clip
     import torch
@@ -215,13 +226,14 @@ def _build(settings: TrainingSettings):
         if resolution != native:
             raise ConfigError(f"Fine-tuning keeps {settings.model_name}'s resolution ({native} px); drop --resolution "
                               "or train from scratch.")
-        clip = load_clip(settings.model_name, settings.pretrained, device="cpu", precision="fp32")
+        clip = load_clip(settings.model_name, settings.pretrained, device="cpu", precision="fp32", runtime="torch",
+                         allow_download=allow_download)
         model = clip.model
         from open_clip.transform import PreprocessCfg, image_transform_v2
 
         train_transform = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=True)
         return model, train_transform, settings.model_name, arch_cfg
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _quiet_root_warnings():
         torch.manual_seed(settings.seed)
         model, train_transform, _ = open_clip.create_model_and_transforms(
             settings.model_name, pretrained=None, force_image_size=resolution if resolution != native else None)
@@ -229,6 +241,17 @@ def _build(settings: TrainingSettings):
     cfg = json.loads(json.dumps(arch_cfg))
     cfg["vision_cfg"]["image_size"] = resolution
     return model, train_transform, name, cfg
+
+
+class _quiet_root_warnings:
+    """open_clip warns "No pretrained weights loaded" on the root logger; from scratch, that is the point."""
+
+    def __enter__(self):
+        self._level = logging.getLogger().level
+        logging.getLogger().setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        logging.getLogger().setLevel(self._level)
 
 
 def _param_groups(model, weight_decay: float) -> list[dict]:
@@ -253,8 +276,12 @@ class TrainingResult:
 
 
 def train_clip(data: TrainingData, vocabulary: Vocabulary, out_dir: str | Path,
-               settings: TrainingSettings = TrainingSettings(), *, progress: bool = True) -> TrainingResult:
-    """Train on `data` (already restricted to the training split) and write the model to `out_dir`."""
+               settings: TrainingSettings = TrainingSettings(), *, progress: bool = True,
+               device: str = "cpu", allow_download: bool | None = None) -> TrainingResult:
+    """Train on `data` (already restricted to the training split) and write the model to `out_dir`.
+
+    `device` ("cpu", "auto", "cuda", ...) is where the steps run; it is not part of the model key
+    (the same recipe on another device is the same model, up to floating-point order)."""
     import open_clip
     import torch
     from open_clip.loss import ClipLoss
@@ -272,9 +299,12 @@ def train_clip(data: TrainingData, vocabulary: Vocabulary, out_dir: str | Path,
     adapted = resolve_adapted_model(settings.pretrained)
     if adapted is not None:  # continue from an earlier train-clip directory: its architecture and weights
         settings = replace(settings, model_name=adapted.model_name, pretrained=str(adapted.checkpoint))
-    model, transform, arch_name, arch_cfg = _build(settings)
+    from .clip_loading import resolve_device
+
+    model, transform, arch_name, arch_cfg = _build(settings, allow_download)
     tokenizer = open_clip.get_tokenizer(settings.model_name)
-    model.train()
+    torch_device = resolve_device(device)
+    model.to(torch_device).train()
     rng = random.Random(settings.seed)
     batch_size = min(settings.batch_size, len(data.images))
     steps_per_epoch = len(data.images) // batch_size  # full batches only: a tiny last batch makes a noisy step
@@ -297,7 +327,7 @@ def train_clip(data: TrainingData, vocabulary: Vocabulary, out_dir: str | Path,
                 batch = [data.images[i] for i in order[step * batch_size:(step + 1) * batch_size]]
                 images = torch.stack([transform(Image.open(io.BytesIO(b.data)).convert("RGB")) for b in batch])
                 texts = tokenizer([make_caption(b.phrases, templates, rng) for b in batch])
-                image_features, text_features, logit_scale = model(images, texts)[:3]
+                image_features, text_features, logit_scale = model(images.to(torch_device), texts.to(torch_device))[:3]
                 loss = loss_fn(image_features, text_features, logit_scale)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -312,7 +342,7 @@ def train_clip(data: TrainingData, vocabulary: Vocabulary, out_dir: str | Path,
             losses.append(total / max(steps_per_epoch, 1))
             if progress:
                 print(f"epoch {epoch + 1}/{settings.epochs}: loss {losses[-1]:.4f}", file=sys.stderr)
-    model.eval()
+    model.to("cpu").eval()
     weights = out / WEIGHTS_FILE
     tmp = weights.with_suffix(".tmp")
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
@@ -332,14 +362,21 @@ def train_clip(data: TrainingData, vocabulary: Vocabulary, out_dir: str | Path,
 
 
 def train_clip_from_source(source: str | Path, out_dir: str | Path, settings: TrainingSettings = TrainingSettings(),
-                           vocabulary: Vocabulary | None = None, *, progress: bool = True) -> TrainingResult:
-    """`charattr train-clip SOURCE --out DIR`: read, parse tags, keep the training split, train."""
+                           vocabulary: Vocabulary | None = None, *, progress: bool = True,
+                           tag_parses: Callable[[list], list[TagParse]] | None = None,
+                           max_image_pixels: int | None = None, device: str = "cpu",
+                           allow_download: bool | None = None, stage_batch_size: int = 256) -> TrainingResult:
+    """`charattr train-clip SOURCE --out DIR`: read, parse tags (`tag_parses`: see `rows_from_source`),
+    keep the training split, train."""
     from .schema import load_vocabulary
 
     settings.validate()
     vocabulary = vocabulary or load_vocabulary()
-    data = training_data(rows_from_source(source, vocabulary), vocabulary, max_images=settings.max_images)
-    return train_clip(data, vocabulary, out_dir, settings, progress=progress)
+    data = training_data(rows_from_source(source, vocabulary, max_image_pixels, tag_parses=tag_parses,
+                                         batch_size=stage_batch_size), vocabulary,
+                         max_images=settings.max_images)
+    return train_clip(data, vocabulary, out_dir, settings, progress=progress, device=device,
+                      allow_download=allow_download)
 
 
 # --------------------------------------------------------------------------------------------

@@ -260,10 +260,7 @@ class Pipeline:
                  ) -> tuple[dict[str, TagParse], dict[str, np.ndarray]]:
         """The per-image stages of a batch of ok records: tag parses and embeddings by image_id
         (and, into `clip_errors`, why an image has no embedding)."""
-        parses, tag_counts = run_cached(batch, lambda r: r.image_id, lambda rs: parse_tags(rs, self.parser),
-                                        TAG_PARSE_CODEC, self.store, STAGE_TAGS, versions[STAGE_TAGS],
-                                        tags_digest=lambda r: r.tags_digest)
-        summary.stages[STAGE_TAGS] += tag_counts
+        parses = self.tag_parses(batch, versions, summary)
         embeddings: dict[str, np.ndarray] = {}
         if self.clip is not None and batch:
             from .clip import embed_images, verified_loader
@@ -278,6 +275,17 @@ class Pipeline:
             if clip_errors is not None:
                 clip_errors.update((e.image_id, (f"clip failed: {e.error}",)) for e in embs if e.embedding is None)
         return {r.source_uri: p for r, p in zip(batch, parses)}, embeddings
+
+    def tag_parses(self, batch: list[ImageRecord], versions: dict[str, str] | None = None,
+                   summary: RunSummary | None = None) -> list[TagParse]:
+        """The tag parses of ok records, in order, through the results cache (keyed by image and tags)."""
+        versions = versions or self.versions()
+        parses, tag_counts = run_cached(batch, lambda r: r.image_id, lambda rs: parse_tags(rs, self.parser),
+                                        TAG_PARSE_CODEC, self.store, STAGE_TAGS, versions[STAGE_TAGS],
+                                        tags_digest=lambda r: r.tags_digest)
+        if summary is not None:
+            summary.stages[STAGE_TAGS] += tag_counts
+        return parses
 
     def iter_signals(self, path: str | Path, limit: int | None = None, summary: RunSummary | None = None,
                      batch_size: int | None = None) -> Iterator[list["Signals"]]:

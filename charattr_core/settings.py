@@ -37,7 +37,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, get_args, get_origin
+from typing import Any, Literal, Mapping, Optional, Sequence, get_args, get_origin
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -460,13 +460,14 @@ def _argument_type(annotation: Any) -> tuple[Any, list[str] | None]:
     return (base if base in (int, float) else str), None
 
 
-def add_options(parser: argparse.ArgumentParser, scope: str) -> None:
-    """Add the options of every setting of `scope` to `parser`, grouped. Options that are not given
-    do not appear in the parsed namespace (`options_given`), so the environment still applies."""
+def add_options(parser: argparse.ArgumentParser, scope: str, only: Sequence[str] | None = None) -> None:
+    """Add the options of every setting of `scope` (or of the settings named in `only`) to `parser`,
+    grouped. Options that are not given do not appear in the parsed namespace (`options_given`),
+    so the environment still applies."""
     groups: dict[str, Any] = {}
     for name, field in Settings.model_fields.items():
         info = _INFO[name]
-        if scope not in info.scopes or not option_strings(name):
+        if scope not in info.scopes or not option_strings(name) or (only is not None and name not in only):
             continue
         group = groups.get(info.group) or groups.setdefault(info.group, parser.add_argument_group(GROUPS[info.group]))
         help_text = f"{field.description} (default: {_default_text(name).replace('`', '')}; ${env_var(name)})"

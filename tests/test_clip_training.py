@@ -172,11 +172,29 @@ def test_fine_tunes_from_a_checkpoint(rows, trained, tmp_path):
 
 def test_cli_train_clip(demo_source, tmp_path, capsys):
     out = tmp_path / "cli-model"
+    db = tmp_path / "cache.db"
     assert main(["train-clip", str(demo_source), "--out", str(out), "--model", "charattr-tiny", "--epochs", "1",
-                 "--batch-size", "4", "-q"]) == 0
+                 "--batch-size", "4", "-q", "--database-url", f"sqlite:///{db}"]) == 0
     err = capsys.readouterr().err
     assert "charattr-tiny/adapted:" in err and f"--pretrained {out}" in err
     assert resolve_adapted_model(out) is not None
     assert main(["train-clip", str(tmp_path / "nope"), "--out", str(out)]) == 1
     assert capsys.readouterr().err.strip().count("\n") == 0
 
+
+def test_cli_train_clip_parses_tags_through_the_results_cache(demo_source, tmp_path):
+    """--database-url: train-clip's tag parses land in the results cache, where `batch`/`run` find them."""
+    from charattr_core.pipeline import RunSummary, create_pipeline
+    from charattr_core.sources import inspect_image, open_source
+    from charattr_core.stages import STAGE_TAGS
+
+    db = f"sqlite:///{tmp_path / 'cache.db'}"
+    assert main(["train-clip", str(demo_source), "--model", "charattr-tiny", "--epochs", "1", "--batch-size", "4",
+                 "-q", "--database-url", db, "--out", str(tmp_path / "model")]) == 0
+    src = open_source(demo_source)
+    records = [r for shard in src.shards() for r in (inspect_image(i) for i in src.read(shard)) if r.ok]
+    summary = RunSummary()
+    with create_pipeline({"database_url": db, "use_clip": False}) as pipe:
+        parses = pipe.tag_parses(records, summary=summary)
+    assert len(parses) == len(records) == 24
+    assert summary.stages[STAGE_TAGS].skipped == len(records) and summary.stages[STAGE_TAGS].computed == 0

@@ -15,6 +15,8 @@ from typing import Optional
 import dagster as dg
 from dagster import AssetExecutionContext
 
+from charattr_core.clip_training import TrainingSettings
+
 from ..asset_keys import RAW_IMAGES, TAG_PARSES
 from ..metadata import Stopwatch
 from ..resources import PipelineSettings, SourceResource
@@ -26,16 +28,20 @@ ADAPTED_CLIP = "adapted_clip"
 ADAPTED_CLIP_CODE_VERSION = "adapted-clip-1"  # bump when the training recipe changes
 
 
-class AdaptedClipConfig(dg.Config):
-    """Run configuration of `adapted_clip` (the same settings as `charattr train-clip`)."""
+_DEFAULTS = TrainingSettings()  # the one place the recipe's defaults live (clip_training.py)
 
-    model_name: str = "charattr-small"
-    pretrained: Optional[str] = None
-    epochs: int = 8
-    resolution: Optional[int] = None
-    batch_size: int = 128
-    seed: int = 0
-    max_images: Optional[int] = None
+
+class AdaptedClipConfig(dg.Config):
+    """Run configuration of `adapted_clip` (the same settings and defaults as `charattr train-clip`)."""
+
+    model_name: str = _DEFAULTS.model_name
+    pretrained: Optional[str] = _DEFAULTS.pretrained
+    epochs: int = _DEFAULTS.epochs
+    resolution: Optional[int] = _DEFAULTS.resolution
+    batch_size: int = _DEFAULTS.batch_size
+    learning_rate: Optional[float] = _DEFAULTS.learning_rate
+    seed: int = _DEFAULTS.seed
+    max_images: Optional[int] = _DEFAULTS.max_images
 
 
 def build_adapted_clip() -> dg.AssetsDefinition:
