@@ -36,18 +36,21 @@ Knots = tuple[np.ndarray, np.ndarray]  # (confidence, calibrated) at the isotoni
 
 def isotonic_fit(confidence: Sequence[float], score: Sequence[float]) -> Knots:
     """Pool-adjacent-violators: the non-decreasing step function closest to `score` in least squares,
-    returned as knots (each block's mean confidence and mean score) for linear interpolation."""
+    returned as knots (each block's mean confidence and mean score) for linear interpolation.
+
+    Equal confidences form one block first: a map must give one answer per confidence, and sources
+    like the tags say the same few confidences (0.9, ...) for thousands of items."""
     x = np.asarray(confidence, dtype=np.float64)
     y = np.asarray(score, dtype=np.float64)
-    order = np.argsort(x, kind="stable")
-    x, y = x[order], y[order]
+    unique, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=y, minlength=unique.size)
     means: list[float] = []
     weights: list[float] = []
     xs: list[float] = []
-    for xi, yi in zip(x, y):
-        means.append(yi)
-        weights.append(1.0)
-        xs.append(xi)
+    for xi, total, n in zip(unique, sums, counts):
+        means.append(total / n)
+        weights.append(float(n))
+        xs.append(float(xi))
         while len(means) > 1 and means[-2] > means[-1]:  # a violation: pool the last two blocks
             w = weights[-2] + weights[-1]
             means[-2] = (means[-2] * weights[-2] + means[-1] * weights[-1]) / w
