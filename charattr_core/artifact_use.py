@@ -54,22 +54,31 @@ class SignalsUsed:
     probes: str | None = None  # the probes' version when used
     policy: str | None = None  # the policy's version when used
     strategy: str = "confidence_weighted"  # the fixed strategy when no policy decides
+    calibration: str | None = None  # the policy's `calibration_state()` when a policy is used
     missing: dict[str, str] = field(default_factory=dict)  # signal -> why it was not used
     refused: set[str] = field(default_factory=set)  # artefacts that exist but do not fit this run
+
+    def use_policy(self, policy) -> None:
+        """A policy fuses this run: record its version and whether it calibrates confidences."""
+        self.policy = policy.version
+        self.calibration = policy.calibration_state()
 
     def refuse(self, name: str, reason: str) -> None:
         self.missing[name] = reason
         self.refused.add(name)
 
     def describe(self) -> dict[str, str]:
-        """One line per signal, e.g. {"clip": "used: ViT-B-32/openai", "policy": "not used: ..."}."""
+        """One line per signal, e.g. {"clip": "used: ViT-B-32/openai", "policy": "not used: ..."}, and
+        whether confidences are calibrated (only a policy carries a calibration)."""
         def line(name: str, used: str | None) -> str:
             return f"used: {used}" if used else f"not used: {self.missing.get(name, 'not configured')}"
 
         return {"tags": "used: each image's own tags (sidecar, column or tar member)",
                 "clip": line("clip", self.clip_model), "probes": line("probes", self.probes),
                 "policy": line("policy", self.policy) if self.policy or self.missing.get("policy")
-                else f"not used: the fixed strategy {self.strategy} decides"}
+                else f"not used: the fixed strategy {self.strategy} decides",
+                "calibration": self.calibration if self.policy and self.calibration
+                else "uncalibrated: no fusion policy in use, so confidences are raw"}
 
     def notes(self) -> tuple[str, ...]:
         """Notes for each fused row: why existing probes or a policy were left out (CLIP has its own note)."""

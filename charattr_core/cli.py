@@ -182,6 +182,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(report.to_markdown())
     claim = report.policy_claim()
     print(f"\n{claim}" if claim else "\nno held-out labels: nothing to compare", file=sys.stderr)
+    print(_policy_ece_line(result), file=sys.stderr)
     print(f"publication gate: {'passed' if result.verdict.publish else 'refused'} ({result.verdict.reason})",
           file=sys.stderr)
     if result.probe_skip_reason:
@@ -216,6 +217,21 @@ def _cmd_train_clip(args: argparse.Namespace) -> int:
           f"(final loss {result.epoch_losses[-1]:.4f}); model key {result.model_key}; use it with "
           f"--pretrained {result.out_dir}", file=sys.stderr)
     return 0
+
+
+def _policy_ece_line(result) -> str:
+    """The policy's held-out ECE, calibrated next to raw (the policy file carries the calibration)."""
+    from .evaluation import RAW_ECE
+    from .fusion import LEARNED_POLICY
+
+    report = result.report
+    if not report.n_images:
+        return f"confidences: {result.policy.calibration_state()}"
+    ece = report.metric(LEARNED_POLICY, metric="ece").as_points()
+    if not report.calibrated:
+        return f"learned_policy ECE on held-out images: {ece} (uncalibrated)"
+    return (f"learned_policy ECE on held-out images: {ece} calibrated, "
+            f"{report.metric(LEARNED_POLICY, metric=RAW_ECE).as_points()} raw; {result.policy.calibration_state()}")
 
 
 def _reference_labels(args, source: Path, vocab, load_labels) -> tuple[dict, str]:

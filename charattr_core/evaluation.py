@@ -16,6 +16,8 @@ What is measured, per attribute and overall, on labelled held-out examples (`Eva
   `sum_bins |sum(confidence) - sum(score)| / answered` (an unknown answer claims nothing, so
   it is not in the calibration).
 - Overall accuracy, coverage and ECE pool every (image, attribute) item (micro average).
+- raw ECE (`RAW_ECE`, only when a calibration is given): the ECE of the same answers with the
+  confidences they had before calibration, so both can be read side by side.
 
 Uncertainty: every number has a 95% percentile-bootstrap interval from resampling *images* with
 replacement (B = 1000, fixed seed), so the several attributes of one image move together. All
@@ -53,6 +55,7 @@ from .schema import UNKNOWN, Vocabulary
 N_BINS = 10
 METRICS = ("accuracy", "macro_f1", "coverage", "selective_accuracy", "ece")
 OVERALL = "overall"
+RAW_ECE = "raw_ece"  # ECE before calibration; reported beside "ece" when `evaluate` calibrates
 
 
 @dataclass
@@ -138,11 +141,13 @@ class _ItemLog:
         self.score: list[float] = []
         self.answered: list[bool] = []
         self.confidence: list[float] = []
+        self.raw_confidence: list[float] = []  # before calibration (equal to `confidence` without one)
         self.tp: dict[str, list[int]] = defaultdict(list)  # value -> item indices
         self.fp: dict[str, list[int]] = defaultdict(list)
         self.fn: dict[str, list[int]] = defaultdict(list)
 
-    def add(self, image: int, predicted: AttributeEstimate, label: tuple[str, ...], multi: bool) -> None:
+    def add(self, image: int, predicted: AttributeEstimate, label: tuple[str, ...], multi: bool,
+            raw_confidence: float | None = None) -> None:
         item = len(self.image)
         answered = not predicted.is_unknown
         pred = set(predicted.values) - {UNKNOWN} if answered else set()
@@ -151,6 +156,8 @@ class _ItemLog:
         self.score.append(answer_score(predicted.values, label, multi) if answered else 0.0)
         self.answered.append(answered)
         self.confidence.append(float(predicted.confidence) if answered else 0.0)
+        raw = predicted.confidence if raw_confidence is None else raw_confidence
+        self.raw_confidence.append(float(raw) if answered else 0.0)
         for v in pred & truth:
             self.tp[v].append(item)
         for v in pred - truth:
@@ -166,15 +173,21 @@ class _Compiled:
         self.score = np.asarray(log.score, dtype=np.float64)
         answered = np.asarray(log.answered, dtype=bool)
         self.answered = answered.astype(np.float64)  # an unknown answer already scores 0
-        conf = np.asarray(log.confidence, dtype=np.float64)
-        bins = np.minimum((conf * N_BINS).astype(np.int64), N_BINS - 1)
-        self.bins = []  # per confidence bin: answered item indices, their confidences and scores
-        for k in range(N_BINS):
-            idx = np.flatnonzero(answered & (bins == k))
-            self.bins.append((idx, conf[idx], self.score[idx]))
+        self.bins = self._binned(np.asarray(log.confidence, dtype=np.float64), answered)
+        self.raw_bins = (self.bins if log.raw_confidence == log.confidence  # uncalibrated: nothing to add
+                         else self._binned(np.asarray(log.raw_confidence, dtype=np.float64), answered))
         values = sorted(set(log.tp) | set(log.fp) | set(log.fn))
         self.classes = [tuple(np.asarray(d.get(v, ()), dtype=np.int64) for d in (log.tp, log.fp, log.fn))
                         for v in values]  # per value: the items where it is a TP, FP, FN
+
+    def _binned(self, conf: np.ndarray, answered: np.ndarray) -> list:
+        """Per confidence bin: answered item indices, their confidences and scores."""
+        bins = np.minimum((conf * N_BINS).astype(np.int64), N_BINS - 1)
+        out = []
+        for k in range(N_BINS):
+            idx = np.flatnonzero(answered & (bins == k))
+            out.append((idx, conf[idx], self.score[idx]))
+        return out
 
     @property
     def size(self) -> int:
@@ -185,6 +198,8 @@ class _Compiled:
         w = weights[:, self.image]  # (b, items)
         out = {"n": w.sum(1), "score": w @ self.score, "answered": w @ self.answered,
                "bin_gap": np.stack([w[:, idx] @ (c - s) for idx, c, s in self.bins], axis=1)}
+        out["raw_bin_gap"] = (out["bin_gap"] if self.raw_bins is self.bins
+                              else np.stack([w[:, idx] @ (c - s) for idx, c, s in self.raw_bins], axis=1))
         f1 = []
         for tp, fp, fn in self.classes:
             t, f_p, f_n = w[:, tp].sum(1), w[:, fp].sum(1), w[:, fn].sum(1)
@@ -205,7 +220,8 @@ def _metrics(s: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         return {"accuracy": s["score"] / s["n"], "macro_f1": s["macro_f1"], "coverage": s["answered"] / s["n"],
                 "selective_accuracy": s["score"] / s["answered"],
-                "ece": np.abs(s["bin_gap"]).sum(1) / s["answered"]}
+                "ece": np.abs(s["bin_gap"]).sum(1) / s["answered"],
+                RAW_ECE: np.abs(s["raw_bin_gap"]).sum(1) / s["answered"]}
 
 
 @dataclass
@@ -221,6 +237,11 @@ class EvalReport:
     seed: int
     reliability: dict[str, np.ndarray] = field(default_factory=dict)  # method -> (3, bins): n, conf, score
     _replicates: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether confidences were calibrated (the report then has `RAW_ECE` beside `ece`)."""
+        return any(RAW_ECE in metrics for metrics in self.results.values())
 
     def metric(self, method: str, attribute: str = OVERALL, metric: str = "accuracy") -> Interval:
         return self.results[(method, attribute)][metric]
@@ -251,11 +272,15 @@ class EvalReport:
         head = (f"## Fusion evaluation\n\n{self.n_images} held-out images; 95% intervals from "
                 f"{self.n_bootstrap} bootstrap resamples of images (seed {self.seed}). Accuracy counts "
                 "`unknown` as wrong; multi-valued attributes score the Jaccard overlap. Numbers in %.\n")
-        lines = [head, "### Overall\n", "| method | accuracy | macro-F1 | coverage | selective accuracy | ECE |",
-                 "|---|---|---|---|---|---|"]
+        shown = METRICS + ((RAW_ECE,) if self.calibrated else ())
+        if self.calibrated:
+            head += ("\nConfidences are calibrated (isotonic, per method and attribute, fitted on the "
+                     "probe_calibration images); \"ECE before calibration\" is the same answers' raw ECE.\n")
+        lines = [head, "### Overall\n", "| method | accuracy | macro-F1 | coverage | selective accuracy | ECE |"
+                 + (" ECE before calibration |" if self.calibrated else ""), "|" + "---|" * (len(shown) + 1)]
         for m in self.methods:
             r = self.results[(m, OVERALL)]
-            lines.append(f"| {m} | " + " | ".join(r[k].as_points() for k in METRICS) + " |")
+            lines.append(f"| {m} | " + " | ".join(r[k].as_points() for k in shown) + " |")
         claim = self.policy_claim()
         if claim:
             lines += ["", f"**{claim}.**"]
@@ -330,7 +355,8 @@ def evaluate(examples: Iterable[EvalExample], vocabulary: Vocabulary, policy: St
              n_bootstrap: int = 1000, seed: int = 0, calibration=None) -> EvalReport:
     """Score every source alone, every strategy and the policy on labelled held-out examples.
 
-    `calibration` (a `calibration.ConfidenceCalibration`) maps each method's confidences first.
+    `calibration` (a `calibration.ConfidenceCalibration`) maps each method's confidences first;
+    the report then also has `RAW_ECE`, the ECE of the confidences before that map.
 
     `choosers` adds further named strategy choosers (e.g. a random-strategy baseline). Labels of
     attributes the vocabulary does not know are ignored; examples are read once (streaming).
@@ -352,9 +378,10 @@ def evaluate(examples: Iterable[EvalExample], vocabulary: Vocabulary, policy: St
             attribute = vocabulary.attribute(key)
             for method in methods:
                 predicted = _predict(example, attribute, method, thresholds, named)
+                raw = predicted.confidence
                 if calibration is not None:
                     predicted = calibration.apply(method, predicted)
-                logs[(method, key)].add(image, predicted, tuple(label), attribute.multi)
+                logs[(method, key)].add(image, predicted, tuple(label), attribute.multi, raw)
     attributes = tuple(k for k in vocabulary.keys if (methods[0], k) in logs) if methods else ()
     compiled = {k: _Compiled(log) for k, log in logs.items()}
     n_items = {a: compiled[(methods[0], a)].size for a in attributes}
@@ -367,7 +394,8 @@ def evaluate(examples: Iterable[EvalExample], vocabulary: Vocabulary, policy: St
             for a, sums in zip(attributes, per_attr):
                 out[(m, a)] = _metrics(sums)
             pooled = {k: sum((s[k] for s in per_attr), np.zeros(b)) for k in ("n", "score", "answered")}
-            pooled["bin_gap"] = sum((s["bin_gap"] for s in per_attr), np.zeros((b, N_BINS)))
+            for gap in ("bin_gap", "raw_bin_gap"):
+                pooled[gap] = sum((s[gap] for s in per_attr), np.zeros((b, N_BINS)))
             pooled["macro_f1"] = (_nanmean_rows(np.stack([s["macro_f1"] for s in per_attr], axis=1))
                                   if per_attr else np.full(b, np.nan))
             out[(m, OVERALL)] = _metrics(pooled)
@@ -387,9 +415,10 @@ def evaluate(examples: Iterable[EvalExample], vocabulary: Vocabulary, policy: St
     reps = {key: {name: np.concatenate(v) for name, v in metrics.items()} for key, metrics in replicates.items()}
 
     results: dict[tuple[str, str], dict[str, Interval]] = {}
+    reported = METRICS + ((RAW_ECE,) if calibration is not None else ())
     for key, metrics in point.items():
         results[key] = {}
-        for name in METRICS:
+        for name in reported:
             value = float(metrics[name][0])
             r = reps.get(key, {}).get(name, np.array([]))
             r = r[~np.isnan(r)]

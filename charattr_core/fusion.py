@@ -52,6 +52,12 @@ answer (names from `records.SOURCES`), then the evidence those sources gave (the
 matched, verbatim), then `conflict:<source>` for a consulted source that said otherwise.
 `FusedAttributes.confidence` is the mean confidence over the attributes that are not `unknown`
 (0.0 when all are): it says how sure the row's answers are, not how complete the row is.
+
+Calibration. With a calibration (`calibration.py`; a published policy carries its own), each
+answer's confidence is mapped to a probability after the strategy has answered, so the answers
+are the same with or without it; the evidence then also keeps the raw confidence
+(`raw_confidence:<x>`) and each consulted source's calibrated and raw one
+(`confidence:<source>=<calibrated>,raw=<raw>`). Without one, confidences are as above.
 """
 
 from __future__ import annotations
@@ -381,6 +387,13 @@ class StrategyChooser(Protocol):
                    context: FusionContext) -> str: ...
 
 
+class AnswerCalibration(Protocol):
+    """Maps a fused answer's confidences to probabilities (`calibration.ConfidenceCalibration`)."""
+
+    def calibrate_fused(self, method: str, attribute: Attribute, sources: Mapping[str, AttributeEstimate],
+                        fused: AttributeEstimate) -> AttributeEstimate: ...
+
+
 def fuse_attribute(attribute: Attribute, sources: Mapping[str, AttributeEstimate], strategy: str,
                    thresholds: Thresholds = Thresholds(), context: FusionContext | None = None) -> AttributeEstimate:
     """Fuse one attribute's source estimates (`{"tags": est, "clip": est, "probe": est}`, any subset)."""
@@ -410,13 +423,15 @@ def _per_source(sources: SourcesArg) -> dict[str, Mapping[str, AttributeEstimate
 def fuse(image_id: str, sources: SourcesArg, vocabulary: Vocabulary, strategy: str = "confidence_weighted",
          thresholds: Thresholds = Thresholds(), context: FusionContext | None = None,
          policy: StrategyChooser | None = None, versions: Mapping[str, str] | None = None,
-         source_uri: str | None = None, notes: Sequence[str] = ()) -> FusedAttributes:
+         source_uri: str | None = None, notes: Sequence[str] = (),
+         calibration: AnswerCalibration | None = None) -> FusedAttributes:
     """One `fused_attributes` row: every vocabulary attribute, fused from the sources present.
 
     `sources` maps a source name to that source's estimates by attribute (a `TagParse` may stand
     for the tags; its tag and character counts then fill a missing `context`). With a `policy`
     the policy picks the strategy per attribute (`strategy` is then "learned_policy"); without
-    one every attribute uses `strategy`.
+    one every attribute uses `strategy`. With a `calibration` each answer's confidence goes through
+    the map of the method that produced it (`learned_policy` when the policy chose, else `strategy`).
     """
     check_strategy(strategy)
     tag_parse = sources.get("tags") if isinstance(sources.get("tags"), TagParse) else None
@@ -432,7 +447,11 @@ def fuse(image_id: str, sources: SourcesArg, vocabulary: Vocabulary, strategy: s
             if chosen not in STRATEGIES:
                 raise ConfigError(f"The fusion policy chose {chosen!r}, which is not a registered strategy; "
                                   "retrain or replace the policy.")
-        fused[attribute.key] = fuse_attribute(attribute, attr_sources, chosen, thresholds, ctx)
+        estimate = fuse_attribute(attribute, attr_sources, chosen, thresholds, ctx)
+        if calibration is not None:
+            estimate = calibration.calibrate_fused(LEARNED_POLICY if policy is not None else strategy, attribute,
+                                                   attr_sources, estimate)
+        fused[attribute.key] = estimate
         decided[attribute.key] = chosen
     answered = [e.confidence for e in fused.values() if not e.is_unknown]
     return FusedAttributes(

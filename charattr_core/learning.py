@@ -10,7 +10,8 @@ stage is decided here, from `splits.py`, and nowhere else:
 
 - `train_split_probes`: the probes on `probe_fit` + `probe_calibration`;
 - `train_and_judge_policy`: the policy on `policy_train` (warm-started from the published policy
-  when `plan_warm_start` allows it), every method scored on `holdout` only — every source alone,
+  when `plan_warm_start` allows it), its confidence calibration on `probe_calibration` (kept in
+  the policy, see `calibration.py`), every method scored on `holdout` only — every source alone,
   every fixed strategy, the candidate, the published policy (`CURRENT_POLICY`) and a random-strategy
   baseline (`RANDOM_BASELINE`: a seeded uniform pick per image and attribute) — and the
   publication gate (`policy_gate.judge_candidate`) applied to that evaluation;
@@ -177,15 +178,24 @@ def train_and_judge_policy(training: SignalSource, holdout: SignalSource, vocabu
                            user_labels: Labels,
                            thresholds: Thresholds, default_strategy: str, current: FusionPolicy | None = None,
                            warm_start: bool = False, n_bootstrap: int = 1000, seed: int = 0,
-                           max_eval_images: int | None = None, calibrate: bool = False) -> PolicyOutcome:
+                           max_eval_images: int | None = None, calibrate: bool = True) -> PolicyOutcome:
     """Train a candidate on `policy_train` images of `training`, score it on `holdout` images of
     `holdout` next to every source, fixed strategy, the random baseline and `current` (the published
     policy, if any), and judge whether it may replace `current`.
 
     With `warm_start` the candidate starts from a copy of `current`'s statistics (`current` itself is
     left as it is: it is scored beside the candidate). At most `max_eval_images` held-out images
-    are scored (their per-item results are what the bootstrap keeps in memory). With `calibrate`,
-    every method's confidences are calibrated on `probe_calibration` images first (`calibration.py`)."""
+    are scored (their per-item results are what the bootstrap keeps in memory).
+
+    With `calibrate` (the default), every method's confidences are calibrated on the
+    `probe_calibration` images of `holdout` (every part: the maps are not sums, so they are refitted
+    in full even on a warm start), the evaluation reports calibrated ECE next to the raw one
+    (`raw_ece`), and the candidate keeps the maps production fusion applies (the sources' and
+    `learned_policy`'s) as `candidate.calibration`. The labels are those the policy learns from:
+    user corrections where given, else confident tags hidden from the sources (`policy_labels.py`),
+    so with self-supervision the tags source of a labelled attribute never answers and the tags'
+    own map can only come from corrections. Too few items for any map, or `calibrate=False`: the
+    candidate has no calibration and fuses with raw confidences."""
     if warm_start and current is None:
         raise ValueError("A warm start needs the published policy to start from.")
     previous = copy.deepcopy(current, {id(vocabulary): vocabulary}) if warm_start else None
@@ -197,13 +207,16 @@ def train_and_judge_policy(training: SignalSource, holdout: SignalSource, vocabu
     if current is not None:
         choosers[CURRENT_POLICY] = current
     calibration = None
+    candidate.calibration = None  # a warm start's copy must not keep the published policy's maps
     if calibrate:  # confidences mapped to probabilities on images no other stage learned from
-        from .calibration import fit_calibration
+        from .calibration import PRODUCTION_METHODS, fit_calibration
         calibration_choosers = {**choosers, RANDOM_BASELINE: RandomStrategyChooser(seed=seed)}  # its own draws
         calibration = fit_calibration(
-            iter_examples(training(in_split(PROBE_CALIBRATION)), PROBE_CALIBRATION, vocabulary, scorer, probes,
+            iter_examples(holdout(in_split(PROBE_CALIBRATION)), PROBE_CALIBRATION, vocabulary, scorer, probes,
                           user_labels, thresholds.accept),
             vocabulary, policy=candidate, thresholds=thresholds, choosers=calibration_choosers)
+        kept = calibration.restricted(PRODUCTION_METHODS)
+        candidate.calibration = kept if kept.maps else None
     examples = iter_examples(holdout(in_split(HOLDOUT)), HOLDOUT, vocabulary, scorer, probes, user_labels,
                              thresholds.accept)
     report = evaluate(itertools.islice(examples, max_eval_images), vocabulary, policy=candidate,

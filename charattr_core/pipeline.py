@@ -126,7 +126,8 @@ class Pipeline:
                     signals.refuse("probes", why)
             if self.config.use_learned_policy and self.config.policy_path:
                 policy, why = usable_policy(self.config.policy_path, self.vocabulary, key)
-                signals.policy = policy.version if policy is not None else None
+                if policy is not None:
+                    signals.use_policy(policy)
                 if why:
                     signals.refuse("policy", why)
             self._artefacts_for = (key, probes, policy, signals)

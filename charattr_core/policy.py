@@ -23,17 +23,25 @@ pays most". The method:
   feedback); with full-information training exploration buys nothing, so it defaults to 0.
   Ties, attributes without training data and a disabled policy fall back to `default_strategy`.
 
-Versioning: the content hash of the statistics identifies a trained state; `save()` bumps a
-generation counter when the state changed and records the parent hash, so the asset's lineage is
-a chain of hashes. `fingerprint` covers everything that decides the policy's choices (the
-statistics and every setting: default strategy, exploration, ridge, actions, thresholds, the CLIP
-model it was trained for); it is what keys the fused rows made with the policy.
+Versioning: the content hash of the statistics (and of the confidence calibration, when there
+is one) identifies a trained state; `save()` bumps a generation counter when the state changed
+and records the parent hash, so the asset's lineage is a chain of hashes. `fingerprint` covers
+everything that decides the policy's fused rows (the statistics, the calibration and every
+setting: default strategy, exploration, ridge, actions, thresholds, the CLIP model it was
+trained for); it is what keys the fused rows made with the policy.
+
+Calibration: `calibration` (a `calibration.ConfidenceCalibration`, or None) holds the isotonic
+maps of the sources and of `learned_policy`, fitted on `probe_calibration` images for exactly
+these statistics (`learning.train_and_judge_policy`); fusion maps its answers' confidences with
+it. Any change to the statistics (`update`, `observe`) drops it, so a calibration is never used
+with a policy it was not fitted for. A policy without one (not fitted, too few items, or saved by
+an older charattr) fuses with raw confidences and says it is uncalibrated.
 
 Validity: a policy learns from contexts that the CLIP model of its training run produced (the
 clip and probe confidences), so it records that model's key (`model_key`, None for a run without
 CLIP) and `unusable_reason(model_key)` refuses it for any other model.
 
-Files: `policy.safetensors` (statistics) + `policy.json` (everything else);
+Files: `policy.safetensors` (statistics) + `policy.json` (everything else, the calibration maps too);
 no pickle. Rewards are computed with the policy's own thresholds (stored in the JSON); fusing
 with other thresholds still works, but the policy's choices were learned for its own.
 
@@ -56,6 +64,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from .artifacts import load_artifact, malformed_artifact, save_artifact
+from .calibration import ConfidenceCalibration
 from .config import ALL_STRATEGIES
 from .errors import ArtifactMismatchError, ConfigError
 from .evaluation import EvalExample, answer_score
@@ -124,6 +133,7 @@ class FusionPolicy:
         self.gram = {a.key: np.zeros((k, d, d)) for a in vocabulary.attributes}  # XᵀX per action
         self.b = {a.key: np.zeros((k, d)) for a in vocabulary.attributes}  # Xᵀr per action
         self.counts = {a.key: np.zeros(k, dtype=np.int64) for a in vocabulary.attributes}
+        self.calibration: ConfidenceCalibration | None = None  # fitted for these statistics only
         self.generation = 0
         self.parent_hash: str | None = None
         self._saved_hash: str | None = None
@@ -148,6 +158,8 @@ class FusionPolicy:
                 self.counts[key] += 1
                 self._solved.pop(key, None)
                 added += 1
+        if added:
+            self.calibration = None  # fitted for the statistics that just changed
         return added
 
     def observe(self, attribute: str, features: np.ndarray, action: str, reward: float) -> None:
@@ -158,6 +170,7 @@ class FusionPolicy:
         self.b[attribute][i] += float(reward) * x
         self.counts[attribute][i] += 1
         self._solved.pop(attribute, None)
+        self.calibration = None  # fitted for the statistics that just changed
 
     # ---- choosing ----------------------------------------------------------------------------
     def _solve(self, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -203,11 +216,20 @@ class FusionPolicy:
             h.update(key.encode())
             for arr in (self.gram[key], self.b[key], self.counts[key]):
                 h.update(np.ascontiguousarray(arr).tobytes())
+        if self.calibration is not None:  # absent: the hash of a policy saved before calibration existed
+            h.update(f"calibration {self.calibration.fingerprint}".encode())
         return h.hexdigest()
+
+    def calibration_state(self) -> str:
+        """One line: which calibration this policy's fused confidences go through, or that they are raw."""
+        if self.calibration is None:
+            return (f"uncalibrated: fusion policy {self.version} carries no confidence calibration "
+                    "(too few calibration items, or trained before calibration existed); confidences are raw")
+        return f"calibrated: {self.calibration.describe()}"
 
     @property
     def version(self) -> str:
-        """`<generation>-<hash12>`: changes whenever the statistics change."""
+        """`<generation>-<hash12>`: changes whenever the statistics or the calibration change."""
         return f"{self.generation}-{self.content_hash()[:12]}"
 
     def settings(self) -> dict:
@@ -251,7 +273,8 @@ class FusionPolicy:
                 "actions": list(self.actions), "default_strategy": self.default_strategy, "ridge": self.ridge,
                 "exploration": self.exploration, "model_key": self.model_key,
                 "thresholds": {"accept": self.thresholds.accept, "low": self.thresholds.low},
-                "training_counts": self.training_counts()}
+                "training_counts": self.training_counts(),
+                "calibration": self.calibration.to_dict() if self.calibration is not None else None}
         return save_artifact(path, "policy", tensors, meta)
 
     @classmethod
@@ -278,6 +301,8 @@ class FusionPolicy:
                 policy.gram[key] = tensors[f"{key}.gram"].astype(np.float64)
                 policy.b[key] = tensors[f"{key}.b"].astype(np.float64)
                 policy.counts[key] = tensors[f"{key}.count"].astype(np.int64)
+        if meta.get("calibration"):  # older files have none: their confidences stay raw
+            policy.calibration = ConfidenceCalibration.from_dict(meta["calibration"])
         policy.generation = int(meta["generation"])
         policy.parent_hash = meta.get("parent_hash")
         policy._saved_hash = policy.content_hash()

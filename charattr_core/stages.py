@@ -185,7 +185,8 @@ def fused_versions(vocabulary, clip_model_key: str | None, probes, policy, strat
 
     Covered: the code of fusion, the vocabulary, the tag parser, the CLIP model and its zero-shot
     rules, the probes (their weights and settings), the fixed strategy, the thresholds and, with
-    a policy, the policy's `fingerprint` (its statistics and every one of its settings)."""
+    a policy, the policy's `fingerprint` (its statistics, its confidence calibration and every one
+    of its settings)."""
     from .clip_version import clip_stage_version
     from .clip_zero_shot import zero_shot_version
     from .fusion import FUSION_CODE_VERSION
@@ -252,13 +253,15 @@ def fuse_batch(
     `embeddings` its image_id to that stage's result; an image missing from either simply lacks
     that source. Zero-shot scores and probe predictions are computed here,
     vectorised over the batch, from the embeddings (no second trip through the image encoder).
-    `image_notes` adds notes to single images (why CLIP failed for this one).
+    `image_notes` adds notes to single images (why CLIP failed for this one). A policy that carries
+    a calibration (`FusionPolicy.calibration`) has its confidences calibrated; without one they stay raw.
     """
     from .fusion import FusionContext, fuse  # local: keeps this module importable on its own
     from .learning import visual_estimates
 
     ids = [r.image_id for r in records]
     clip_est, probe_est = visual_estimates(ids, [embeddings.get(i) for i in ids], zero_shot_scorer, probes)
+    calibration = policy.calibration if policy is not None else None  # it travels with its policy
     fused = []
     for r in records:
         parse = tag_parses.get(r.source_uri)
@@ -271,5 +274,5 @@ def fuse_batch(
         context = FusionContext.from_records(parse, r)
         fused.append(fuse(r.image_id, sources, vocabulary, strategy=strategy, thresholds=thresholds,
                           context=context, policy=policy, versions=versions, source_uri=r.source_uri,
-                          notes=notes + (image_notes or {}).get(r.image_id, ())))
+                          notes=notes + (image_notes or {}).get(r.image_id, ()), calibration=calibration))
     return fused

@@ -55,7 +55,7 @@ def signals_in_use(warehouse: Warehouse, vocabulary: Vocabulary, model_key: str 
     if use_policy:
         policy, why, refused = policy_in_use(warehouse, vocabulary, model_key)
         if policy is not None:
-            signals.policy = policy.version
+            signals.use_policy(policy)
         elif refused:
             signals.refuse("policy", why)
         else:

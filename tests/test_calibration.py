@@ -34,6 +34,15 @@ def test_isotonic_fit_is_monotone_and_pools_violations():
     assert xs.tolist() == pytest.approx([0.1, 0.25, 0.4])
 
 
+def test_equal_confidences_make_one_knot():
+    # Tags say the same confidence for many items: one knot with their mean score, never a
+    # ladder of knots at one confidence that interpolation would read as any of them.
+    xs, ys = isotonic_fit([0.9, 0.9, 0.9, 0.9, 0.5, 0.5], [0.0, 1.0, 1.0, 0.0, 0.0, 1.0])
+    assert xs.tolist() == pytest.approx([0.5, 0.9]) and ys.tolist() == pytest.approx([0.5, 0.5])
+    calibration = fit_from_items([("tags", "hair_length", 0.9, float(i % 5 < 3)) for i in range(100)])
+    assert calibration.calibrate("tags", "hair_length", 0.9) == pytest.approx(0.6)
+
+
 def test_calibration_reduces_ece_on_a_synthetic_miscalibrated_case():
     calibration = fit_calibration(overconfident_tags(400, seed=1), VOCAB, strategies=("tags_only",), sources=("tags",))
     held_out = overconfident_tags(400, seed=2)

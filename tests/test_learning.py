@@ -142,6 +142,9 @@ def test_eval_command_writes_report_policy_and_probes_and_prints_the_claim(sampl
 
     policy = FusionPolicy.load(out_dir / "policy", vocab)
     assert policy.content_hash() == result.policy.content_hash()
+    # Calibrated ECE beside the raw one, and the calibration the saved policy carries.
+    assert "ECE before calibration" in markdown and (LEARNED_POLICY, "overall", "raw_ece") in rows
+    assert "learned_policy ECE on held-out images: " in err and policy.calibration_state() in err
     from charattr_core.clip import clip_model_key
 
     probes = AttributeProbes.load(out_dir / "probes", vocab, clip_model_key("charattr-tiny", None))

@@ -141,6 +141,19 @@ def _evaluation_table(report) -> dg.TableMetadataValue:
                                        *(dg.TableColumn(c, "float") for c in columns)]))
 
 
+def _policy_ece(report) -> dict[str, float]:
+    """The candidate's held-out ECE with the confidences fusion reports (calibrated, when it has a
+    calibration) and with raw ones, side by side; left out when the policy answered no item."""
+    import math
+
+    from charattr_core.evaluation import RAW_ECE
+    from charattr_core.fusion import LEARNED_POLICY
+
+    names = {"policy_ece": "ece", "policy_ece_raw": RAW_ECE if report.calibrated else "ece"}
+    values = {key: report.metric(LEARNED_POLICY, metric=metric).value for key, metric in names.items()}
+    return {key: round(v, 4) for key, v in values.items() if not math.isnan(v)}
+
+
 POLICY_NOT_WORSE = "not_worse_than_current_and_simple_average"
 REJECTED = "rejected"  # subfolder: the last candidate that the check refused, kept for inspection
 
@@ -217,8 +230,10 @@ def build_fusion_policy(code_version: str) -> dg.AssetsDefinition:
             "holdout_images": report.n_images, "evaluation": dg.MetadataValue.md(report.to_markdown()),
             "path": dg.MetadataValue.path(str(folder / "policy.json")), "seconds": round(clock.seconds, 3),
         }
+        metadata["calibration"] = candidate.calibration_state()
         if report.n_images:
             metadata["holdout_accuracy"] = _evaluation_table(report)
+            metadata.update(_policy_ece(report))
             claim = report.policy_claim()
             if claim:
                 metadata["policy_vs_best_fixed"] = claim

@@ -171,6 +171,7 @@ def build_fused_attributes(code_version: str, backfill_policy: dg.BackfillPolicy
             "stage_version": version, "code_version": fused_code_version(versions),
             "versions": dg.MetadataValue.json(versions),
             "clip_used": unavailable is None, "probes_used": probes is not None, "policy_used": policy is not None,
+            "confidences_calibrated": policy is not None and policy.calibration is not None,
             "signals": dg.MetadataValue.json(signals.describe()),
             "images_without": dg.MetadataValue.json(missing), "database": results_store.redacted_url(),
             "source_namespace": namespace,

@@ -108,3 +108,12 @@ def test_the_assets_and_charattr_eval_split_train_and_evaluate_alike(trained, so
     assert eval_rows == asset_rows
     assert policy["holdout_images"] == len(seen["evaluation"])
     assert FusionPolicy.load(out_dir / "policy", load_vocabulary()).training_counts() == policy["training_items"]
+
+
+def test_the_policy_asset_keeps_its_calibration_and_shows_calibrated_ece_beside_raw(trained):
+    _seen, settings, policy = trained
+    folder = Warehouse(root=settings.warehouse).asset_dir(FUSION_POLICY)
+    saved = FusionPolicy.load(folder if policy["published"] else folder / "rejected", load_vocabulary())
+    assert policy["calibration"] == saved.calibration_state()  # the maps travel in the policy's own files
+    assert 0.0 <= policy["policy_ece"] <= 1.0 and 0.0 <= policy["policy_ece_raw"] <= 1.0
+    assert "ECE before calibration" in policy["evaluation"]
