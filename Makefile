@@ -47,9 +47,8 @@ ui: setup
 # docs/fusion-evidence.md: adapt charattr-small to each synthetic sample's tags, then score every
 # source, strategy and the policy on held-out images (EVIDENCE_IMAGES per seed, two seeds).
 EVIDENCE_IMAGES ?= 5000
-EVIDENCE_EPOCHS ?= 8
 evidence: setup
-	$(PY) scripts/fusion_evidence.py --images $(EVIDENCE_IMAGES) --seeds 0 1 --epochs $(EVIDENCE_EPOCHS) \
+	$(PY) scripts/fusion_evidence.py --images $(EVIDENCE_IMAGES) --seeds 0 1 \
 		--work /tmp/charattr-evidence --out data/reports/evidence/evidence.md
 
 # The web app on http://127.0.0.1:7860 (`charattr app --help`: --host, --port, model options).

@@ -311,17 +311,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline_options(p)
     p.set_defaults(func=_cmd_eval)
 
+    from .clip_training import TrainingSettings
+    recipe = TrainingSettings()  # the defaults live there; the help only shows them
     p = sub.add_parser("train-clip", help="adapt a CLIP model to a collection from its tags (training split only)")
     p.add_argument("source", help="folder with sidecar tags, Parquet file/folder, or WebDataset tars")
     p.add_argument("--out", required=True, help="output folder: adapted_clip.safetensors + adapted_clip.json")
-    p.add_argument("--model", help="architecture (default charattr-small, trained from scratch)")
+    p.add_argument("--model", help=f"architecture (default {recipe.model_name}, trained from scratch)")
     p.add_argument("--pretrained", help="start from these weights (open_clip tag or checkpoint file)")
-    p.add_argument("--epochs", type=int, help="passes over the training images (default 8)")
+    p.add_argument("--epochs", type=int, help=f"passes over the training images (default {recipe.epochs})")
     p.add_argument("--resolution", type=int, help="image side the model sees (from scratch only)")
-    p.add_argument("--batch-size", type=int, help="images per contrastive batch (default 128)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 2e-4 from scratch, 1e-5 fine-tuning)")
+    p.add_argument("--batch-size", type=int, help=f"images per contrastive batch (default {recipe.batch_size})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default {recipe.lr:g} from scratch, 1e-5 fine-tuning)")
     p.add_argument("--max-images", type=int, help="at most this many training images")
-    p.add_argument("--seed", type=int, help="initialisation, caption and batch-order seed (default 0)")
+    p.add_argument("--seed", type=int, help=f"initialisation, caption and batch-order seed (default {recipe.seed})")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch loss")
     add_options(p, PIPELINE, only=TRAIN_CLIP_SETTINGS)  # --database-url, --vocabulary (its prompts write captions), ...
     p.set_defaults(func=_cmd_train_clip)

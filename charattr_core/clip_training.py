@@ -38,7 +38,11 @@ from .splits import DEFAULT_SPLITS, SplitPlan
 
 log = logging.getLogger(__name__)
 
-SMALL_MODEL = "charattr-small"  # model_configs/charattr-small.json: trains on 2 CPU cores in minutes
+# model_configs/charattr-small.json: a small ModifiedResNet image tower at 96 px and a 2-layer text
+# tower. Convolutions learn colours and shapes from a few thousand images much faster than a ViT:
+# on 5,000 synthetic images (30 epochs, 64 px) its zero-shot accuracy was 34.9 % against 27.1 % for
+# a 3-layer ViT, at less time per epoch; 96 px rather than 64 px raised it to 37.2 %.
+SMALL_MODEL = "charattr-small"
 TRAIN_SPLITS = ("probe_fit",)  # the only images that may teach the adapted model (see the module docstring)
 CONFIG_FILE = "adapted_clip.json"
 WEIGHTS_FILE = "adapted_clip.safetensors"
@@ -53,10 +57,10 @@ class TrainingSettings:
 
     model_name: str = SMALL_MODEL
     pretrained: str | None = None  # None: from scratch (seeded); else an open_clip tag or checkpoint file
-    epochs: int = 8
+    epochs: int = 30  # from scratch on 5,000 images (~2,200 in probe_fit): minutes on 2 CPU cores
     resolution: int | None = None  # None: the architecture's own; only from scratch may it differ
-    batch_size: int = 128
-    learning_rate: float | None = None  # None: 2e-4 from scratch, 1e-5 when fine-tuning
+    batch_size: int = 64
+    learning_rate: float | None = None  # None: 5e-4 from scratch, 1e-5 when fine-tuning
     weight_decay: float = 0.1
     seed: int = 0
     max_images: int | None = None  # at most this many training images (in source order)
@@ -77,8 +81,9 @@ class TrainingSettings:
     def lr(self) -> float:
         if self.learning_rate is not None:
             return self.learning_rate
-        # 1e-3 collapsed charattr-small to chance loss (ln batch) on 32 images in 25 steps; 2e-4 kept lowering it.
-        return 2e-4 if self.pretrained is None else 1e-5
+        # From scratch: 5e-4 with OneCycle's warm-up lowered charattr-small's loss steadily over 30
+        # epochs of 64-image batches; fine-tuning pretrained weights needs a rate ~50x smaller.
+        return 5e-4 if self.pretrained is None else 1e-5
 
 
 # --------------------------------------------------------------------------------------------

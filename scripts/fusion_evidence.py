@@ -15,8 +15,11 @@ headroom; and `evaluation-seed<N>.csv` with every metric per attribute.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,38 +27,88 @@ import numpy as np
 from charattr_core.calibration import ConfidenceCalibration
 from charattr_core.clip_training import TrainingSettings, resolve_adapted_model, train_clip_from_source
 from charattr_core.config import ALL_STRATEGIES
-from charattr_core.evaluation import METRICS, OVERALL, answer_score, evaluate
+from charattr_core.evaluation import METRICS, OVERALL, RAW_ECE, answer_score
 from charattr_core.fusion import fuse_attribute
 from charattr_core.learning import RANDOM_BASELINE, iter_examples, learn_and_evaluate
 from charattr_core.pipeline import create_pipeline
 from charattr_core.synthetic import load_ground_truth, write_demo_dataset
 
 
-def oracle(holdout, vocabulary, thresholds) -> tuple[float, dict[str, float]]:
-    """Accuracy of picking, per image and attribute, the fixed strategy that scores best in hindsight."""
-    per: dict[str, list[float]] = {}
+@dataclass
+class ChoiceDiagnosis:
+    """Per attribute: the oracle, and the policy's gains and losses against the best fixed strategy."""
+
+    items: Counter = field(default_factory=Counter)  # labelled held-out items
+    headroom: Counter = field(default_factory=Counter)  # items where some strategy beats the best fixed one
+    gains: Counter = field(default_factory=Counter)  # ... and the policy's pick beats it too (summed score gain)
+    losses: Counter = field(default_factory=Counter)  # items where the policy's pick scores below the best fixed
+    oracle: Counter = field(default_factory=Counter)  # summed best score per item
+
+    def rate(self, counter: Counter, attribute: str | None = None) -> float:
+        keys = [attribute] if attribute else list(self.items)
+        n = sum(self.items[k] for k in keys)
+        return sum(counter[k] for k in keys) / n if n else float("nan")
+
+
+def diagnose(holdout, vocabulary, thresholds, policy, best_fixed: dict[str, str]) -> ChoiceDiagnosis:
+    """The oracle (best strategy per image and attribute in hindsight) and where the policy departs
+    from the best fixed strategy: accuracy(policy) − accuracy(best fixed) = gains − losses."""
+    d = ChoiceDiagnosis()
     for example in holdout:
         for key, label in example.labels.items():
             if key not in vocabulary.keys or not label:
                 continue
             attribute = vocabulary.attribute(key)
             sources = example.attribute_sources(key)
-            best = max(answer_score(fuse_attribute(attribute, sources, s, thresholds, example.context).values,
-                                    tuple(label), attribute.multi) for s in ALL_STRATEGIES)
-            per.setdefault(key, []).append(best)
-    pooled = [x for v in per.values() for x in v]
-    return float(np.mean(pooled)) if pooled else float("nan"), {k: float(np.mean(v)) for k, v in per.items()}
+
+            def score(strategy: str) -> float:
+                answer = fuse_attribute(attribute, sources, strategy, thresholds, example.context)
+                return answer_score(answer.values, tuple(label), attribute.multi)
+
+            scores = {s: score(s) for s in ALL_STRATEGIES}
+            pick = scores.get(policy.choose_for(attribute, sources, example.context))
+            fixed = scores[best_fixed.get(key, best_fixed[OVERALL])]
+            d.items[key] += 1
+            d.oracle[key] += max(scores.values())
+            d.headroom[key] += max(scores.values()) > fixed
+            d.gains[key] += max(pick - fixed, 0.0)
+            d.losses[key] += max(fixed - pick, 0.0)
+    return d
+
+
+def diagnosis_table(d: ChoiceDiagnosis, attributes) -> list[str]:
+    def pct(x: float) -> str:
+        return f"{100 * x:.1f}"
+
+    lines = ["| attribute | held-out items | items where another strategy beats the best fixed | "
+             "policy gains there (points) | policy losses elsewhere (points) | net (points) |",
+             "|---|---|---|---|---|---|"]
+    for key in (OVERALL, *attributes):
+        k = None if key == OVERALL else key
+        n = sum(d.items.values()) if k is None else d.items[k]
+        lines.append(f"| {key} | {n} | {pct(d.rate(d.headroom, k))} % | +{pct(d.rate(d.gains, k))} | "
+                     f"−{pct(d.rate(d.losses, k))} | {100 * (d.rate(d.gains, k) - d.rate(d.losses, k)):+.1f} |")
+    return lines
+
+
+def training_settings(args, seed: int) -> TrainingSettings:
+    """`train-clip`'s defaults, except what the command line gives."""
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr}
+    return TrainingSettings(seed=seed, **{k: v for k, v in given.items() if v is not None})
 
 
 def run_seed(seed: int, args) -> str:
-    work = Path(args.work) / f"seed{seed}"
-    sample, model_dir = work / "demo", work / "adapted"
+    # A sample is reused only for the same seed, size and count, a model only for the same recipe:
+    # an earlier run's files never stand in for what this run asks for.
+    work = Path(args.work) / f"seed{seed}-{args.images}x{args.size}px"
+    sample = work / "demo"
+    settings = training_settings(args, seed)
+    model_dir = work / f"adapted-{hashlib.blake2b(repr(settings).encode(), digest_size=6).hexdigest()}"
     started = time.monotonic()
     if not (sample / "ground_truth.jsonl").is_file():
         write_demo_dataset(sample, n_images=args.images, n_shards=4, seed=seed, size=args.size)
     if resolve_adapted_model(model_dir) is None:
-        train_clip_from_source(sample, model_dir, TrainingSettings(epochs=args.epochs, seed=seed, batch_size=args.batch_size,
-                                                                learning_rate=args.lr))
+        train_clip_from_source(sample, model_dir, settings)
     adapted = resolve_adapted_model(model_dir)
     trained_s = time.monotonic() - started
     truth = {i: {k: tuple(v) for k, v in attrs.items() if v}
@@ -71,12 +124,11 @@ def run_seed(seed: int, args) -> str:
                                     n_bootstrap=args.bootstrap, seed=seed)
         holdout = list(iter_examples(signals, "holdout", pipe.vocabulary, scorer, result.probes, truth,
                                      pipe.thresholds.accept))
-        from charattr_core.policy import RandomStrategyChooser
-        raw = evaluate(holdout, pipe.vocabulary, policy=result.policy, thresholds=pipe.thresholds,
-                       choosers={RANDOM_BASELINE: RandomStrategyChooser(seed=seed)}, n_bootstrap=args.bootstrap,
-                       seed=seed)
-        oracle_all, oracle_per = oracle(holdout, pipe.vocabulary, pipe.thresholds)
-    report = result.report
+        report = result.report
+        best_fixed = {a: report.best_fixed(a) for a in (OVERALL, *report.attributes)}
+        diagnosis = diagnose(holdout, pipe.vocabulary, pipe.thresholds, result.policy, best_fixed)
+    oracle_all = diagnosis.rate(diagnosis.oracle)
+    oracle_per = {k: diagnosis.rate(diagnosis.oracle, k) for k in diagnosis.items}
     out_dir = Path(args.out).parent
     report.to_csv(out_dir / f"evaluation-seed{seed}.csv")
     if isinstance(result.calibration, ConfidenceCalibration):
@@ -90,7 +142,7 @@ def run_seed(seed: int, args) -> str:
              "|---|" + "---|" * (len(METRICS) + 1)]
     for m in report.methods:
         lines.append(f"| {m} | " + " | ".join(report.metric(m, OVERALL, k).as_points() for k in METRICS)
-                     + f" | {raw.metric(m, OVERALL, 'ece').as_points()} |")
+                     + f" | {report.metric(m, OVERALL, RAW_ECE).as_points()} |")
 
     def diff(other, attribute):
         c = report.compare("learned_policy", other, attribute)
@@ -112,6 +164,10 @@ def run_seed(seed: int, args) -> str:
               "| method | " + " | ".join(report.attributes) + " |", "|---|" + "---|" * len(report.attributes)]
     for m in report.methods:
         lines.append(f"| {m} | " + " | ".join(report.metric(m, a).as_points() for a in report.attributes) + " |")
+    lines += ["", "Why the policy gains what it gains: the items where some strategy beats the best fixed one "
+              "(the oracle's headroom), what the policy's picks win there and lose elsewhere, per attribute "
+              "(policy − best fixed = gains − losses):", "",
+              *diagnosis_table(diagnosis, report.attributes)]
     lines.append(f"\n(total for this seed: {time.monotonic() - started:.0f} s)\n")
     return "\n".join(lines)
 
@@ -120,8 +176,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=5000)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--batch-size", type=int, default=128, help="contrastive batch of train-clip")
+    p.add_argument("--epochs", type=int, help="train-clip epochs (default: its own)")
+    p.add_argument("--batch-size", type=int, help="contrastive batch of train-clip (default: its own)")
     p.add_argument("--lr", type=float, help="peak learning rate of train-clip (default: its own)")
     p.add_argument("--size", type=int, default=128, help="drawn image side in pixels")
     p.add_argument("--bootstrap", type=int, default=1000)
@@ -130,8 +186,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    parts = [f"## Evidence run: {args.images} images per seed, seeds {args.seeds}, {args.epochs} epochs, "
-             f"batch {args.batch_size}, learning rate {args.lr or 'default'}, {args.bootstrap} bootstrap resamples\n"]
+    recipe = training_settings(args, 0)
+    parts = [f"## Evidence run: {args.images} images per seed, seeds {args.seeds}, {recipe.model_name} from scratch, "
+             f"{recipe.epochs} epochs, batch {recipe.batch_size}, peak learning rate {recipe.lr:g}, "
+             f"{args.bootstrap} bootstrap resamples\n"]
     for seed in args.seeds:
         parts.append(run_seed(seed, args))
         out.write_text("\n".join(parts), encoding="utf-8")  # keep what is done if a later seed is interrupted
