@@ -108,7 +108,7 @@ class PathComparison:
         for r in self.rows:
             d = r.difference
             lines.append(f"| {r.method} | {r.attribute} | {r.n_items} | {r.asked.as_points()} | "
-                         f"{r.compared.as_points()} | {100 * d.margin:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}] |")
+                         f"{r.compared.as_points()} | {_signed(d.margin)} [{_signed(d.low)}, {_signed(d.high)}] |")
         return "\n".join(lines) + "\n"
 
     def to_csv(self, path: str | Path) -> Path:
@@ -136,8 +136,14 @@ class PathComparison:
                 r = self.row(method)
                 d = r.difference
                 lines.append(f"  {method}: {100 * r.asked.value:.1f}% -> {100 * r.compared.value:.1f}%, "
-                             f"{100 * d.margin:+.1f} points [{100 * d.low:+.1f}, {100 * d.high:+.1f}]")
+                             f"{_signed(d.margin)} points [{_signed(d.low)}, {_signed(d.high)}]")
         return lines
+
+
+def _signed(fraction: float) -> str:
+    """Points with a sign and two decimals (differences are small, and the sign of an interval's
+    end matters); one that rounds to zero is +0.00, never -0.00."""
+    return f"{round(100 * fraction, 2) + 0.0:+.2f}"
 
 
 def _numbers(iv: Interval) -> list[str]:

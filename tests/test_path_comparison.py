@@ -179,7 +179,9 @@ def test_eval_comparing_a_path_with_itself_reports_zero_differences(demo_source,
     for row in rows.values():
         assert row["asked_model_key"] == row["compared_model_key"]
         assert (float(row["difference"]), float(row["difference_low"]), float(row["difference_high"])) == (0, 0, 0)
-    assert "Both are the same path" in (out_dir / "evaluation.md").read_text(encoding="utf-8")
+    markdown = (out_dir / "evaluation.md").read_text(encoding="utf-8")
+    assert "Both are the same path" in markdown and "| torch fp32 (asked) | torch fp32 (compared) |" in markdown
+    assert "| clip | overall |" in markdown and "| +0.00 [+0.00, +0.00] |" in markdown
 
 
 def test_comparing_paths_without_clip_is_a_configuration_error(demo_source, tmp_path, capsys):
