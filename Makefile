@@ -13,7 +13,7 @@ RUN_OPTIONS := $(if $(MODEL),--model $(MODEL)) $(if $(PRETRAINED),--pretrained $
 # One source, one namespace: each source has its own Dagster instance,
 # data/sources/<name>-<hash>/dagster_home (charattr_core/namespaces.py); `make ui` opens the sample's.
 
-.PHONY: setup run test bench ui app clean fuzz cluster-demo evidence
+.PHONY: setup run test bench ui app clean fuzz cluster-demo evidence int8-accuracy
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,25 @@ EVIDENCE_IMAGES ?= 5000
 evidence: setup
 	$(PY) scripts/fusion_evidence.py --images $(EVIDENCE_IMAGES) --seeds 0 1 \
 		--work /tmp/charattr-evidence --out data/reports/evidence/evidence.md
+
+# README "int8 and accuracy": the same held-out images embedded in fp32 (PyTorch, the reference)
+# and in int8 (what `--precision int8` picks: ONNX Runtime QInt8 when installed), each path with
+# its own probes; paired difference of zero-shot and probe accuracy, overall and per attribute.
+# MODEL_DIR: a `charattr train-clip` folder; without it a quick charattr-small is adapted first.
+# INT8_SAMPLE: the source (default: a synthetic sample written there first).
+INT8_WORK ?= /tmp/charattr-int8-accuracy
+INT8_SAMPLE ?= $(INT8_WORK)/sample
+INT8_IMAGES ?= 1500
+INT8_EPOCHS ?= 40
+MODEL_DIR ?=
+INT8_MODEL := $(if $(MODEL_DIR),$(MODEL_DIR),$(INT8_WORK)/model)
+int8-accuracy: setup
+	test -e $(INT8_SAMPLE) || $(BIN)/charattr demo-data $(INT8_SAMPLE) --images $(INT8_IMAGES) --size 128 --seed 0
+	$(if $(MODEL_DIR),,test -f $(INT8_MODEL)/adapted_clip.json || $(BIN)/charattr train-clip $(INT8_SAMPLE) \
+		--out $(INT8_MODEL) --epochs $(INT8_EPOCHS) --lr 5e-4 -q)
+	$(PY) -c "from charattr_core.cpu_features import read_cpu_features as r; print('CPU:', r().describe())"
+	$(BIN)/charattr eval $(INT8_SAMPLE) --pretrained $(INT8_MODEL) --precision fp32 --compare-precision int8 \
+		--out-dir data/reports/int8-accuracy
 
 # The web app on http://127.0.0.1:7860 (`charattr app --help`: --host, --port, model options).
 app: setup

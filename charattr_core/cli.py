@@ -5,6 +5,7 @@
                         [--failures failed.csv]           (+ the images that failed, and why)
     charattr demo-data DIR                                 the bundled synthetic sample
     charattr eval PATH                                     learned fusion vs fixed strategies, held out
+                  [--compare-precision int8]            (+ what another CPU inference path changes)
     charattr train-clip SOURCE --out DIR                   adapt CLIP to a collection from its tags
     charattr run SOURCE                                    the Dagster asset graph (charattr_dagster)
 
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .settings import PIPELINE, Settings, add_options
+from .settings import PIPELINE, PRECISIONS, RUNTIMES, Settings, add_options
 from .errors import CharattrError, ConfigError
 
 EXIT_USAGE = 2
@@ -144,10 +145,9 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .learning import learn_and_evaluate
+    from .path_comparison import COMPARED_METHODS, compare_paths, learn_on_source, path_run, require_clip
     from .pipeline import RunSummary, create_pipeline
     from .policy_labels import load_labels
-    from .signal_spill import SignalSpill
 
     source = Path(args.path)
     if not source.exists():
@@ -157,21 +157,45 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--bootstrap must be at least 1 (got {args.bootstrap}); 1000 is the default.")
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out-dir {out_dir} is a file, not a folder; choose a folder for the report.")
+    config = config_from_args(args)
+    compared_config = None
+    if args.compare_precision:
+        if not config.use_clip:
+            raise ConfigError("--compare-precision compares CLIP inference paths; it cannot be used with --no-clip.")
+        compared_config = config.replace(precision=args.compare_precision, runtime=args.compare_runtime)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary()
-    with create_pipeline(config_from_args(args), use_rl=False) as pipe, \
-            SignalSpill(out_dir, batch_size=pipe.config.stage_batch_size) as spill:
+    keep = COMPARED_METHODS if compared_config is not None else ()
+    with create_pipeline(config, use_rl=False) as pipe:
         vocab = pipe.vocabulary
         labels, label_kind = _reference_labels(args, source, vocab, load_labels)
         print(f"reference: {label_kind}", file=sys.stderr)
+        if compared_config is not None:
+            require_clip(pipe)
         # Signals are computed once and spilled to disk; every training pass streams them back.
-        spill.write(pipe.iter_signals(source, limit=args.limit, summary=summary, batch_size=pipe.config.stage_batch_size))
-        result = learn_and_evaluate(spill, vocab, model_key=pipe.clip.model_key if pipe.clip else None,
-                                    scorer=pipe._zero_shot(), user_labels=labels, thresholds=pipe.thresholds,
-                                    default_strategy=pipe.config.fusion_strategy, n_bootstrap=args.bootstrap,
-                                    seed=args.seed)
+        result = learn_on_source(pipe, source, labels=labels, limit=args.limit, n_bootstrap=args.bootstrap,
+                                 seed=args.seed, spill_dir=out_dir, summary=summary, keep_items=keep)
+        asked = path_run(pipe, result.report) if compared_config is not None else None
+    comparison = None
+    if compared_config is not None:  # the same images on the compared path, after the first model is let go
+        with create_pipeline(compared_config, use_rl=False) as pipe:
+            require_clip(pipe)
+            print(f"compared path: embedding the same images again ({pipe.clip_model_key})", file=sys.stderr)
+            compared_result = learn_on_source(pipe, source, labels=labels, limit=args.limit,
+                                              n_bootstrap=args.bootstrap, seed=args.seed, spill_dir=out_dir,
+                                              summary=RunSummary(), keep_items=keep)
+            compared = path_run(pipe, compared_result.report)
+        comparison = compare_paths(asked, compared)
+        compared_dir = out_dir / f"compared-{compared.label.replace(' ', '-')}"
+        compared_dir.mkdir(exist_ok=True)
+        (compared_dir / "evaluation.md").write_text(compared_result.report.to_markdown(), encoding="utf-8")
+        compared_result.report.to_csv(compared_dir / "evaluation.csv")
+        if compared_result.probes is not None:
+            compared_result.probes.save(compared_dir / "probes")
+        comparison.to_csv(out_dir / "path_comparison.csv")
     report = result.report
-    (out_dir / "evaluation.md").write_text(report.to_markdown(), encoding="utf-8")
+    markdown = report.to_markdown() + (f"\n{comparison.to_markdown()}" if comparison is not None else "")
+    (out_dir / "evaluation.md").write_text(markdown, encoding="utf-8")
     report.to_csv(out_dir / "evaluation.csv")
     report.reliability_plot(out_dir / "reliability.png")
     result.policy.save(out_dir / "policy")
@@ -179,7 +203,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         result.probes.save(out_dir / "probes")
     if result.calibration is not None:
         result.calibration.save(out_dir / "calibration.json")
-    print(report.to_markdown())
+    print(markdown)
     claim = report.policy_claim()
     print(f"\n{claim}" if claim else "\nno held-out labels: nothing to compare", file=sys.stderr)
     print(_policy_ece_line(result), file=sys.stderr)
@@ -187,6 +211,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
           file=sys.stderr)
     if result.probe_skip_reason:
         print(f"probes not trained: {result.probe_skip_reason}", file=sys.stderr)
+    if comparison is not None:
+        print("\n".join(comparison.summary_lines()), file=sys.stderr)
+        print(f"path comparison in {out_dir / 'path_comparison.csv'}; the compared path's own report and probes "
+              f"in {compared_dir}", file=sys.stderr)
     print(f"{summary.images} images ({summary.failed} failed); report, CSV, reliability plot, policy and probes "
           f"in {out_dir}", file=sys.stderr)
     return 0
@@ -308,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=Settings.model_fields["eval_bootstrap"].default,
                    help="bootstrap resamples for the 95%% intervals (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compare-precision", choices=[x for x in PRECISIONS if x != "auto"],
+                   help="also embed the images in this precision (e.g. int8) and report the paired difference "
+                        "of zero-shot and probe accuracy against the path of --precision")
+    p.add_argument("--compare-runtime", choices=RUNTIMES, default="auto",
+                   help="runtime of the compared path (default auto: the fastest installed one for its precision)")
     _add_pipeline_options(p)
     p.set_defaults(func=_cmd_eval)
 

@@ -42,7 +42,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -236,6 +236,10 @@ class EvalReport:
     n_bootstrap: int
     seed: int
     reliability: dict[str, np.ndarray] = field(default_factory=dict)  # method -> (3, bins): n, conf, score
+    # Per-item scores of the methods `evaluate(keep_items=...)` named, for `compare_runs`:
+    # the images in reading order, and per (method, attribute) each item's image index and score.
+    image_ids: tuple[str, ...] = ()
+    item_scores: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     _replicates: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @property
@@ -337,6 +341,18 @@ class EvalReport:
         return path
 
 
+def _image_resamples(n_images: int, n_bootstrap: int, seed: int) -> Iterator[np.ndarray]:
+    """The bootstrap's image weights, (chunk, n_images) at a time: how often each image is drawn
+    when `n_images` images are resampled with replacement. Every number of one evaluation, and
+    `compare_runs`, resamples with these, so the same seed gives the same draws."""
+    if n_images <= 0 or n_bootstrap <= 0:
+        return
+    rng = np.random.default_rng(seed)
+    uniform = np.full(n_images, 1.0 / n_images)
+    for start in range(0, n_bootstrap, 100):
+        yield rng.multinomial(n_images, uniform, size=min(100, n_bootstrap - start)).astype(np.float64)
+
+
 def _predict(example: EvalExample, attribute, method: str, thresholds: Thresholds,
              choosers: Mapping[str, StrategyChooser]) -> AttributeEstimate:
     sources = example.attribute_sources(attribute.key)
@@ -352,11 +368,13 @@ def _predict(example: EvalExample, attribute, method: str, thresholds: Threshold
 def evaluate(examples: Iterable[EvalExample], vocabulary: Vocabulary, policy: StrategyChooser | None = None,
              strategies: Sequence[str] = ALL_STRATEGIES, thresholds: Thresholds = Thresholds(),
              sources: Sequence[str] = SOURCES, choosers: Mapping[str, StrategyChooser] | None = None,
-             n_bootstrap: int = 1000, seed: int = 0, calibration=None) -> EvalReport:
+             n_bootstrap: int = 1000, seed: int = 0, calibration=None, keep_items: Sequence[str] = ()) -> EvalReport:
     """Score every source alone, every strategy and the policy on labelled held-out examples.
 
     `calibration` (a `calibration.ConfidenceCalibration`) maps each method's confidences first;
     the report then also has `RAW_ECE`, the ECE of the confidences before that map.
+    `keep_items` names the methods whose per-item scores the report keeps (with the image ids),
+    so that `compare_runs` can pair them with another run's.
 
     `choosers` adds further named strategy choosers (e.g. a random-strategy baseline). Labels of
     attributes the vocabulary does not know are ignored; examples are read once (streaming).
@@ -369,9 +387,12 @@ def evaluate(examples: Iterable[EvalExample], vocabulary: Vocabulary, policy: St
     methods = tuple(sources) + tuple(strategies) + tuple(named)
     logs: dict[tuple[str, str], _ItemLog] = defaultdict(_ItemLog)
     n_images = 0
+    image_ids: list[str] = []
     for example in examples:
         image = n_images
         n_images += 1
+        if keep_items:
+            image_ids.append(example.image_id)
         for key, label in example.labels.items():
             if key not in vocabulary.keys or not label:
                 continue
@@ -403,15 +424,11 @@ def evaluate(examples: Iterable[EvalExample], vocabulary: Vocabulary, policy: St
 
     point = all_metrics(np.ones((1, max(n_images, 1))))
     replicates: dict[tuple[str, str], dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
-    if n_images > 0 and n_bootstrap > 0:
-        rng = np.random.default_rng(seed)
-        uniform = np.full(n_images, 1.0 / n_images)
-        for start in range(0, n_bootstrap, 100):
-            weights = rng.multinomial(n_images, uniform, size=min(100, n_bootstrap - start)).astype(np.float64)
-            chunk = all_metrics(weights)
-            for key, metrics in chunk.items():
-                for name, values in metrics.items():
-                    replicates[key][name].append(values)
+    for weights in _image_resamples(n_images, n_bootstrap, seed):
+        chunk = all_metrics(weights)
+        for key, metrics in chunk.items():
+            for name, values in metrics.items():
+                replicates[key][name].append(values)
     reps = {key: {name: np.concatenate(v) for name, v in metrics.items()} for key, metrics in replicates.items()}
 
     results: dict[tuple[str, str], dict[str, Interval]] = {}
@@ -436,5 +453,59 @@ def evaluate(examples: Iterable[EvalExample], vocabulary: Vocabulary, policy: St
                 conf[k] += c.sum()
                 score[k] += s.sum()
         reliability[m] = np.stack([counts, conf, score])
+    item_scores = {(m, a): (compiled[(m, a)].image, compiled[(m, a)].score)
+                   for m in keep_items if m in methods for a in attributes}
     return EvalReport(methods=methods, attributes=attributes, n_images=n_images, n_items=n_items, results=results,
-                      n_bootstrap=n_bootstrap if n_images else 0, seed=seed, reliability=reliability, _replicates=reps)
+                      n_bootstrap=n_bootstrap if n_images else 0, seed=seed, reliability=reliability,
+                      image_ids=tuple(image_ids), item_scores=item_scores, _replicates=reps)
+
+
+def _items(report: EvalReport, method: str, attribute: str) -> tuple[dict[tuple[str, str, int], tuple[int, int]],
+                                                                     np.ndarray]:
+    """One run's items of `method`, all attributes pooled for OVERALL: (image id, attribute,
+    occurrence) -> (position in the scores, image position in the run), and the scores. The
+    occurrence number tells apart the items of an image that a source holds twice."""
+    attributes = report.attributes if attribute == OVERALL else (attribute,)
+    keys: dict[tuple[str, str, int], tuple[int, int]] = {}
+    seen: dict[tuple[str, str], int] = defaultdict(int)
+    scores = []
+    for a in attributes:
+        if (method, a) not in report.item_scores:
+            raise ValueError(f"The run kept no per-item scores of {method} on {a} (evaluate(keep_items=...)).")
+        images, score = report.item_scores[(method, a)]
+        for i in images.tolist():
+            item = (report.image_ids[i], a)
+            keys[(*item, seen[item])] = (len(keys), i)
+            seen[item] += 1
+        scores.append(score)
+    return keys, np.concatenate(scores) if scores else np.zeros(0)
+
+
+def compare_runs(a: EvalReport, b: EvalReport, method: str, attribute: str = OVERALL, *,
+                 names: tuple[str, str] = ("a", "b")) -> Comparison:
+    """Paired-bootstrap difference of `method`'s accuracy between two runs (e.g. two inference
+    paths) over the same (image, attribute) items: accuracy in `a` minus accuracy in `b`, 95% CI.
+
+    Items are matched by image id and attribute, never by position, and must be the same set in
+    both runs (else ValueError). Images are resampled as `evaluate` resamples them (run `a`'s
+    seed and number of resamples), and each replicate is the mean per-item difference over the
+    drawn images' items, so a run against itself gives exactly 0 with a zero-width interval."""
+    keys_a, score_a = _items(a, method, attribute)
+    keys_b, score_b = _items(b, method, attribute)
+    if keys_a.keys() != keys_b.keys():
+        only_a, only_b = len(keys_a.keys() - keys_b.keys()), len(keys_b.keys() - keys_a.keys())
+        raise ValueError(f"The two runs did not score the same items of {method} on {attribute} "
+                         f"({only_a} only in the first, {only_b} only in the second).")
+    # keys_a is in the order of score_a; b's scores are looked up item by item.
+    images = np.asarray([image for _position, image in keys_a.values()], dtype=np.int64)
+    diff = score_a - score_b[np.asarray([keys_b[k][0] for k in keys_a], dtype=np.int64)]
+    margin = float(diff.mean()) if diff.size else float("nan")
+    replicates = []
+    for weights in _image_resamples(a.n_images, a.n_bootstrap, a.seed):
+        w = weights[:, images]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            replicates.append((w @ diff) / w.sum(1))
+    reps = np.concatenate(replicates) if replicates else np.zeros(0)
+    reps = reps[~np.isnan(reps)]
+    lo, hi = (np.percentile(reps, [2.5, 97.5]) if reps.size else (np.nan, np.nan))
+    return Comparison(names[0], names[1], "accuracy", attribute, margin, float(lo), float(hi))

@@ -178,7 +178,8 @@ def train_and_judge_policy(training: SignalSource, holdout: SignalSource, vocabu
                            user_labels: Labels,
                            thresholds: Thresholds, default_strategy: str, current: FusionPolicy | None = None,
                            warm_start: bool = False, n_bootstrap: int = 1000, seed: int = 0,
-                           max_eval_images: int | None = None, calibrate: bool = True) -> PolicyOutcome:
+                           max_eval_images: int | None = None, calibrate: bool = True,
+                           keep_items: Sequence[str] = ()) -> PolicyOutcome:
     """Train a candidate on `policy_train` images of `training`, score it on `holdout` images of
     `holdout` next to every source, fixed strategy, the random baseline and `current` (the published
     policy, if any), and judge whether it may replace `current`.
@@ -195,7 +196,8 @@ def train_and_judge_policy(training: SignalSource, holdout: SignalSource, vocabu
     user corrections where given, else confident tags hidden from the sources (`policy_labels.py`),
     so with self-supervision the tags source of a labelled attribute never answers and the tags'
     own map can only come from corrections. Too few items for any map, or `calibrate=False`: the
-    candidate has no calibration and fuses with raw confidences."""
+    candidate has no calibration and fuses with raw confidences.
+    `keep_items`: the methods whose per-item scores the report keeps (`evaluation.compare_runs`)."""
     if warm_start and current is None:
         raise ValueError("A warm start needs the published policy to start from.")
     previous = copy.deepcopy(current, {id(vocabulary): vocabulary}) if warm_start else None
@@ -221,7 +223,7 @@ def train_and_judge_policy(training: SignalSource, holdout: SignalSource, vocabu
                              thresholds.accept)
     report = evaluate(itertools.islice(examples, max_eval_images), vocabulary, policy=candidate,
                       thresholds=thresholds, choosers=choosers, n_bootstrap=n_bootstrap, seed=seed,
-                      calibration=calibration)
+                      calibration=calibration, keep_items=keep_items)
     verdict = judge_candidate(report, has_current=current is not None)
     return PolicyOutcome(candidate, report, verdict, calibration)
 
@@ -243,7 +245,8 @@ class LearningResult:
 def learn_and_evaluate(signals: SignalSource, vocabulary: Vocabulary, *, model_key: str | None,
                        scorer: Scorer | None, user_labels: Labels, thresholds: Thresholds,
                        default_strategy: str = "confidence_weighted", n_bootstrap: int = 1000, seed: int = 0,
-                       max_eval_images: int | None = None, calibrate: bool = True) -> LearningResult:
+                       max_eval_images: int | None = None, calibrate: bool = True,
+                       keep_items: Sequence[str] = ()) -> LearningResult:
     """Probes on their split, the policy on `policy_train`, every method scored on `holdout`: the
     same functions, in the same order, as the `attribute_probes` and `fusion_policy` assets
     (plus, with `calibrate`, confidences calibrated on `probe_calibration`)."""
@@ -254,6 +257,7 @@ def learn_and_evaluate(signals: SignalSource, vocabulary: Vocabulary, *, model_k
     outcome = train_and_judge_policy(signals, signals, vocabulary, model_key=model_key, scorer=scorer, probes=probes,
                                      user_labels=user_labels, thresholds=thresholds,
                                      default_strategy=default_strategy, n_bootstrap=n_bootstrap, seed=seed,
-                                     max_eval_images=max_eval_images, calibrate=calibrate)
+                                     max_eval_images=max_eval_images, calibrate=calibrate,
+                                     keep_items=keep_items)
     return LearningResult(probes=probes, policy=outcome.candidate, report=outcome.report, verdict=outcome.verdict,
                           probe_skip_reason=probe_skip_reason(model_key, probes), calibration=outcome.calibration)

@@ -25,8 +25,14 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_eval_holds_a_few_batches_of_signals_not_the_whole_source(sample, tmp_path, monkeypatch, capsys):
+# With --compare-precision the images are embedded on a second path and learnt from again: still streamed.
+COMPARED = ["--precision", "fp32", "--compare-precision", "int8", "--compare-runtime", "torch"]
+
+
+@pytest.mark.parametrize("extra", [[], COMPARED], ids=["one path", "two paths"])
+def test_eval_holds_a_few_batches_of_signals_not_the_whole_source(sample, tmp_path, monkeypatch, capsys, extra):
     import charattr_core.pipeline  # noqa: F401  (loaded before patching; modules loaded later see the patch)
+    import charattr_core.signal_spill  # noqa: F401  (loaded before patching, so that the patch is undone after)
 
     original = learning.Signals
     alive, created, peak = [0], [0], [0]
@@ -48,10 +54,10 @@ def test_eval_holds_a_few_batches_of_signals_not_the_whole_source(sample, tmp_pa
 
     code = main(["eval", str(sample), "--model", "charattr-tiny", "--pretrained", "random", "--stage-batch-size", str(BATCH),
                  "--database-url", f"sqlite:///{tmp_path / 'cache.db'}", "--out-dir", str(tmp_path / "eval"),
-                 "--bootstrap", "20"])
+                 "--bootstrap", "20", *extra])
     _out, err = capsys.readouterr()
     assert code == 0, err
     assert f"{N_IMAGES} images (0 failed)" in err
     assert peak[0] <= 3 * BATCH, f"{peak[0]} images' signals held at once"  # a batch or two at a time ...
-    assert created[0] > 2 * N_IMAGES  # ... over several passes
+    assert created[0] > 2 * N_IMAGES * (2 if extra else 1)  # ... over several passes (of each path)
     assert not list((tmp_path / "eval").glob("charattr-signals-*"))  # the spill is removed afterwards
