@@ -59,13 +59,12 @@ evidence: setup
 INT8_WORK ?= /tmp/charattr-int8-accuracy
 INT8_SAMPLE ?= $(INT8_WORK)/sample
 INT8_IMAGES ?= 1500
-INT8_EPOCHS ?= 40
 MODEL_DIR ?=
 INT8_MODEL := $(if $(MODEL_DIR),$(MODEL_DIR),$(INT8_WORK)/model)
 int8-accuracy: setup
 	test -e $(INT8_SAMPLE) || $(BIN)/charattr demo-data $(INT8_SAMPLE) --images $(INT8_IMAGES) --size 128 --seed 0
 	$(if $(MODEL_DIR),,test -f $(INT8_MODEL)/adapted_clip.json || $(BIN)/charattr train-clip $(INT8_SAMPLE) \
-		--out $(INT8_MODEL) --epochs $(INT8_EPOCHS) --lr 5e-4 -q)
+		--out $(INT8_MODEL) -q)
 	$(PY) -c "from charattr_core.cpu_features import read_cpu_features as r; print('CPU:', r().describe())"
 	$(BIN)/charattr eval $(INT8_SAMPLE) --pretrained $(INT8_MODEL) --precision fp32 --compare-precision int8 \
 		--out-dir data/reports/int8-accuracy

@@ -120,8 +120,8 @@ def _print_summary(summary, written: int) -> None:
         print(f"  {stage}: {counts.computed} computed, {counts.skipped} from cache, {counts.failed} failed", file=err)
     for reason, n in sorted(summary.failure_reasons.items(), key=lambda kv: -kv[1]):
         print(f"  failed: {n} x {reason}", file=err)
-    for signal, state in summary.signals.items():
-        print(f"  {signal}: {state}", file=err)
+    for signal_name, state in summary.signals.items():
+        print(f"  {signal_name}: {state}", file=err)
     for note in summary.notes:
         print(f"  note: {note}", file=err)
 

@@ -231,9 +231,26 @@ def _torch_encoder(model: torch.nn.Module, precision: str) -> ImageEncoder:
         # is copied so that the text tower and the fp32 reference keep their weights.
         import copy
 
-        visual = quantize_dynamic(copy.deepcopy(model.visual), {torch.nn.Linear}, dtype=torch.qint8)
+        visual = copy.deepcopy(model.visual)
+        # A Linear whose parent reads its .weight/.bias directly (open_clip's ModifiedResNet
+        # attention pool, MultiheadAttention's out_proj, a Linear subclass) cannot be swapped for a
+        # quantized module; only plain, called Linears are.
+        called = {name for name, module in visual.named_modules()
+                  if type(module) is torch.nn.Linear and not _read_directly(visual, name)}
+        if not called:
+            raise ValueError("this image tower has no Linear layer that dynamic int8 can replace; "
+                             "choose --runtime onnxruntime for int8 convolutions")
+        visual = quantize_dynamic(visual, called, dtype=torch.qint8)
         return lambda x: visual(x).float()
     return lambda x: model.encode_image(x).float()
+
+
+def _read_directly(root: torch.nn.Module, name: str) -> bool:
+    """Whether the Linear at `name` belongs to a module that uses its tensors without calling it."""
+    from open_clip.modified_resnet import AttentionPool2d
+
+    parent = root.get_submodule(name.rpartition(".")[0]) if "." in name else root
+    return isinstance(parent, AttentionPool2d)
 
 
 def _export_onnx(model: torch.nn.Module, image_size: tuple[int, int], target: Path) -> Path:

@@ -25,6 +25,7 @@ import logging
 import math
 import random
 import sys
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -320,6 +321,7 @@ def train_clip(data: TrainingData, vocabulary: Vocabulary, out_dir: str | Path,
     loss_fn = ClipLoss()
     templates = vocabulary.prompt_templates
     losses: list[float] = []
+    started = time.monotonic()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         for epoch in range(settings.epochs):
@@ -359,7 +361,8 @@ def train_clip(data: TrainingData, vocabulary: Vocabulary, out_dir: str | Path,
             "resolution": arch_cfg["vision_cfg"]["image_size"], "settings": asdict(settings),
             "vocabulary_fingerprint": vocabulary.fingerprint, "train_splits": list(TRAIN_SPLITS),
             "n_images": len(data.images), "data_fingerprint": data.fingerprint, "skipped": data.skipped,
-            "epoch_losses": losses, "weights_file": WEIGHTS_FILE, "weights_digest": _file_digest(weights)}
+            "epoch_losses": losses, "training_seconds": round(time.monotonic() - started, 1),
+            "weights_file": WEIGHTS_FILE, "weights_digest": _file_digest(weights)}
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
     resolved = resolve_adapted_model(out)
     assert resolved is not None

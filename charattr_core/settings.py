@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextvars
-import hashlib
 import os
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path

@@ -56,11 +56,10 @@ def code_versions(settings: Settings) -> CodeVersions:
     `fused_code_version`), the same string that begins the stage version in its rows and metadata."""
     from charattr_core.clip_version import clip_stage_version
     from charattr_core.fusion import Thresholds
-    from charattr_core.stages import fused_settings_version
     from charattr_core.policy import POLICY_CODE_VERSION
     from charattr_core.probes import PROBES_CODE_VERSION
     from charattr_core.schema import load_vocabulary
-    from charattr_core.stages import fused_code_version, fused_versions
+    from charattr_core.stages import fused_settings_version
     from charattr_core.tags import tags_stage_version
 
     vocabulary = load_vocabulary(settings.vocabulary)

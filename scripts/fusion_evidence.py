@@ -18,11 +18,9 @@ import argparse
 import hashlib
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from charattr_core.calibration import ConfidenceCalibration
 from charattr_core.clip_training import TrainingSettings, resolve_adapted_model, train_clip_from_source
@@ -86,7 +84,8 @@ def diagnosis_table(d: ChoiceDiagnosis, attributes) -> list[str]:
     for key in (OVERALL, *attributes):
         k = None if key == OVERALL else key
         n = sum(d.items.values()) if k is None else d.items[k]
-        lines.append(f"| {key} | {n} | {pct(d.rate(d.headroom, k))} % | +{pct(d.rate(d.gains, k))} | "
+        label = "all (each attribute against its own best fixed)" if k is None else key
+        lines.append(f"| {label} | {n} | {pct(d.rate(d.headroom, k))} % | +{pct(d.rate(d.gains, k))} | "
                      f"−{pct(d.rate(d.losses, k))} | {100 * (d.rate(d.gains, k) - d.rate(d.losses, k)):+.1f} |")
     return lines
 
@@ -107,7 +106,8 @@ def run_seed(seed: int, args) -> str:
     started = time.monotonic()
     if not (sample / "ground_truth.jsonl").is_file():
         write_demo_dataset(sample, n_images=args.images, n_shards=4, seed=seed, size=args.size)
-    if resolve_adapted_model(model_dir) is None:
+    reused = resolve_adapted_model(model_dir) is not None
+    if not reused:
         train_clip_from_source(sample, model_dir, settings)
     adapted = resolve_adapted_model(model_dir)
     trained_s = time.monotonic() - started
@@ -137,7 +137,9 @@ def run_seed(seed: int, args) -> str:
     lines = [f"### Seed {seed}: {args.images} images, {report.n_images} held out", "",
              f"Adapted model `{adapted.model_key}`: trained on {meta['n_images']} probe_fit images, "
              f"{meta['settings']['epochs']} epochs, loss per epoch "
-             f"{', '.join(f'{x:.3f}' for x in meta['epoch_losses'])}; sample + training took {trained_s:.0f} s.",
+             f"{', '.join(f'{x:.3f}' for x in meta['epoch_losses'])}; "
+             + (f"model reused from an earlier run of this command (its training took "
+                f"{meta.get('training_seconds', '?')} s)." if reused else f"sample + training took {trained_s:.0f} s."),
              "", "| method | " + " | ".join(METRICS) + " | ECE before calibration |",
              "|---|" + "---|" * (len(METRICS) + 1)]
     for m in report.methods:

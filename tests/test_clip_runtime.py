@@ -227,6 +227,34 @@ def test_a_runtime_that_fails_to_build_falls_back_and_says_why(monkeypatch):
     assert model.inference_note == "could not build the torch bf16 path (RuntimeError: converter exploded); using torch fp32"
 
 
+def test_a_path_that_fails_on_the_check_batch_falls_back_and_says_why(monkeypatch, tmp_path):
+    monkeypatch.setenv(clip_runtime.MODEL_CACHE_ENV, str(tmp_path))
+
+    def builds_but_cannot_run(*args, **kwargs):
+        def encode(x):
+            raise TypeError("expected Tensor, got method")
+        return encode
+
+    import charattr_core.clip_loading as loading
+    monkeypatch.setattr(loading, "build_image_encoder", builds_but_cannot_run)
+    model = load_clip(TINY, None, device="cpu", precision="int8", runtime="torch")
+    assert model.inference_path == FP32 and model.model_key == f"{TINY}/random"
+    assert model.inference_note == ("the torch int8 path failed on the check batch (TypeError: expected Tensor, "
+                                    "got method); using torch fp32")
+    assert model.encode_pil(images()[:2]).shape[0] == 2  # the fp32 reference still embeds
+
+
+def test_torch_int8_on_a_resnet_tower_falls_back_instead_of_crashing(monkeypatch, tmp_path):
+    """charattr-small's ModifiedResNet reads its attention pool's Linear weights directly, so dynamic
+    int8 cannot replace them (it crashed the check batch before); ONNX Runtime int8 is the way."""
+    monkeypatch.setenv(clip_runtime.MODEL_CACHE_ENV, str(tmp_path))
+    model = load_clip("charattr-small", None, device="cpu", precision="int8", runtime="torch")
+    assert model.inference_path == FP32 and model.model_key == "charattr-small/random"
+    assert "no Linear layer that dynamic int8 can replace" in model.inference_note
+    tiny = load_clip(TINY, None, device="cpu", precision="int8", runtime="torch")  # a ViT still quantizes
+    assert tiny.inference_path == InferencePath("torch", "int8")
+
+
 def test_out_of_memory_backoff_recognises_every_runtime():
     calls = []
 
