@@ -354,9 +354,10 @@ def train_clip(data: TrainingData, vocabulary: Vocabulary, out_dir: str | Path,
     tmp = weights.with_suffix(".tmp")
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
     tmp.replace(weights)
-    if arch_name != settings.model_name:
-        (out / ARCH_CONFIG_DIR).mkdir(exist_ok=True)
-        (out / ARCH_CONFIG_DIR / f"{arch_name}.json").write_text(json.dumps(arch_cfg, indent=2), encoding="utf-8")
+    # The architecture travels with the weights, so the folder still loads when the bundled
+    # config of that name changes (or on a machine that never had it).
+    (out / ARCH_CONFIG_DIR).mkdir(exist_ok=True)
+    (out / ARCH_CONFIG_DIR / f"{arch_name}.json").write_text(json.dumps(arch_cfg, indent=2), encoding="utf-8")
     meta = {"format": FORMAT, "architecture": arch_name, "base_architecture": settings.model_name,
             "resolution": arch_cfg["vision_cfg"]["image_size"], "settings": asdict(settings),
             "vocabulary_fingerprint": vocabulary.fingerprint, "train_splits": list(TRAIN_SPLITS),
@@ -409,6 +410,37 @@ def _file_digest(path: Path) -> str:
     return checkpoint_digest(path)
 
 
+def _register_saved_architecture(arch: str, saved: Path) -> str:
+    """Register the folder's own architecture with open_clip; the name to build it by.
+
+    A registered config of the same name that differs (the bundled `charattr-small` changed since
+    the model was trained) must not be used for these weights: the saved one is registered as
+    `<name>-cfg<digest>` instead, so the model still loads and its key says it is another model."""
+    import tempfile
+
+    import open_clip
+
+    from .clip_loading import register_model_configs
+
+    register_model_configs()
+    try:
+        config = json.loads(saved.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ConfigError(f"{saved} is not a readable architecture config ({exc}); train the model again.") from None
+    registered = open_clip.get_model_config(arch)
+    if registered == config:
+        return arch
+    if registered is not None:
+        arch = f"{arch}-cfg{xxhash.xxh3_64_hexdigest(json.dumps(config, sort_keys=True).encode())[:8]}"
+        if open_clip.get_model_config(arch) == config:
+            return arch
+    with tempfile.TemporaryDirectory() as tmp:  # open_clip names a config after its file
+        path = Path(tmp) / f"{arch}.json"
+        path.write_text(json.dumps(config), encoding="utf-8")
+        open_clip.add_model_config(path)
+    return arch
+
+
 def resolve_adapted_model(pretrained: str | Path | None) -> AdaptedModel | None:
     """If `pretrained` is a `train-clip` output directory, what it holds; None for anything else.
 
@@ -431,15 +463,9 @@ def resolve_adapted_model(pretrained: str | Path | None) -> AdaptedModel | None:
     weights = root / Path(weights_name).name
     if not weights.is_file():
         raise ConfigError(f"{root} names weights {weights.name}, which are missing; train the model again.")
-    derived = root / ARCH_CONFIG_DIR / f"{arch}.json"
-    if derived.is_file():
-        import open_clip
-
-        from .clip_loading import register_model_configs
-
-        register_model_configs()
-        if open_clip.get_model_config(arch) is None:
-            open_clip.add_model_config(derived)
+    saved = root / ARCH_CONFIG_DIR / f"{arch}.json"
+    if saved.is_file():
+        arch = _register_saved_architecture(arch, saved)
     digest = xxhash.xxh3_128()
     for part in (arch, json.dumps(meta.get("settings"), sort_keys=True), meta.get("vocabulary_fingerprint", ""),
                  meta.get("data_fingerprint", ""), _file_digest(weights)):

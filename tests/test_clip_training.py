@@ -143,6 +143,22 @@ def test_other_resolution_registers_a_derived_architecture(rows, tmp_path):
     assert clip.image_size == (32, 32)
 
 
+def test_the_folder_keeps_loading_when_the_bundled_architecture_changes(trained, monkeypatch):
+    """The folder carries its architecture: if `charattr-tiny`'s bundled config changed after training
+    (a new release), the weights are built with the config they were trained with, under a new name."""
+    import open_clip
+    from open_clip import factory
+
+    before = resolve_adapted_model(trained)
+    changed = json.loads(json.dumps(open_clip.get_model_config("charattr-tiny")))
+    changed["vision_cfg"]["width"] *= 2  # these weights would not fit it
+    monkeypatch.setitem(factory._MODEL_CONFIGS, "charattr-tiny", changed)
+    after = resolve_adapted_model(trained)
+    assert after.model_name.startswith("charattr-tiny-cfg") and after.model_key != before.model_key
+    clip = load_clip(after.model_name, after.checkpoint, device="cpu", precision="fp32")
+    assert clip.model.visual.conv1.out_channels == changed["vision_cfg"]["width"] // 2  # the trained width
+
+
 def test_bad_settings_are_one_sentence_errors(rows, trained, tmp_path):
     data = training_data(rows, VOCAB)
     with pytest.raises(ConfigError, match="epochs"):
