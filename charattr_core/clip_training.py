@@ -329,7 +329,8 @@ def train_clip(data: TrainingData, vocabulary: Vocabulary, out_dir: str | Path,
             rng.shuffle(order)
             total = 0.0
             bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch",
-                       disable=not progress, file=sys.stderr, leave=False)
+                       disable=None if progress else True,  # None: no bar when stderr is not a terminal
+                       file=sys.stderr, leave=False)
             for step in bar:
                 batch = [data.images[i] for i in order[step * batch_size:(step + 1) * batch_size]]
                 images = torch.stack([transform(Image.open(io.BytesIO(b.data)).convert("RGB")) for b in batch])
