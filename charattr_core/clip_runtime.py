@@ -313,19 +313,31 @@ def _openvino_encoder(model: torch.nn.Module, image_size: tuple[int, int], model
     core = ov.Core()
     # OpenVINO's compiled blobs are cached beside the ONNX file: later processes skip compiling.
     core.set_property({"CACHE_DIR": str(model_dir / "openvino-cache")})
-    # OpenVINO runs bf16 by default on CPUs that have it: say the precision explicitly.
+    # OpenVINO runs bf16 by default on CPUs that have it: say the precision explicitly. THROUGHPUT:
+    # a batch is split over parallel streams (one per request); on the 2-core EPYC that gave a
+    # steady ~46 ViT-B-32 images/s in bf16 against 38-45 for one LATENCY request (interleaved runs).
     config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-              "INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"}
+              "INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "THROUGHPUT"}
     compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
-    # An infer request is not thread-safe and ClipModel may be shared by threads: one each.
-    requests = threading.local()
+    n_requests = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+    # Infer requests are not thread-safe and ClipModel may be shared by threads: a queue each.
+    queues = threading.local()
+
+    def keep_output(request, where) -> None:
+        outputs, i = where
+        outputs[i] = np.array(request.get_output_tensor(0).data)  # a copy: the request is reused
 
     def encode(x: torch.Tensor) -> torch.Tensor:
-        request = getattr(requests, "request", None)
-        if request is None:
-            request = requests.request = compiled.create_infer_request()
-        result = request.infer({0: x.contiguous().numpy()})
-        return torch.from_numpy(np.array(result[compiled.output(0)])).float()
+        queue = getattr(queues, "queue", None)
+        if queue is None:
+            queue = queues.queue = ov.AsyncInferQueue(compiled, n_requests)
+            queue.set_callback(keep_output)
+        chunks = np.array_split(x.contiguous().numpy(), min(n_requests, len(x)))
+        outputs: list = [None] * len(chunks)
+        for i, chunk in enumerate(chunks):
+            queue.start_async({0: chunk}, (outputs, i))
+        queue.wait_all()
+        return torch.from_numpy(np.concatenate(outputs)).float()
     return encode
 
 
