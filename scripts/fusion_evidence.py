@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 import time
 from collections import Counter
@@ -162,14 +163,17 @@ def run_seed(seed: int, args) -> str:
     headroom = oracle_all - report.metric(best, OVERALL).value
     found = report.metric("learned_policy", OVERALL).value - report.metric(best, OVERALL).value
     lines += ["", f"Oracle headroom over the best fixed strategy ({best}): {100 * headroom:+.1f} points; the policy "
-              f"finds {100 * found:+.1f} of them.", "", "Accuracy per attribute (all methods):", "",
-              "| method | " + " | ".join(report.attributes) + " |", "|---|" + "---|" * len(report.attributes)]
-    for m in report.methods:
-        lines.append(f"| {m} | " + " | ".join(report.metric(m, a).as_points() for a in report.attributes) + " |")
-    lines += ["", "Why the policy gains what it gains: the items where some strategy beats the best fixed one "
+              f"finds {100 * found:+.1f} of them.", "",
+              "Why the policy gains what it gains: the items where some strategy beats the best fixed one "
               "(the oracle's headroom), what the policy's picks win there and lose elsewhere, per attribute "
-              "(policy − best fixed = gains − losses):", "",
-              *diagnosis_table(diagnosis, report.attributes)]
+              "(policy − best fixed = gains − losses):", "", *diagnosis_table(diagnosis, report.attributes)]
+    for metric in (*METRICS, RAW_ECE):
+        what = "ECE before calibration" if metric == RAW_ECE else metric
+        lines += ["", f"{what} per attribute (all methods):", "",
+                  "| method | " + " | ".join(report.attributes) + " |", "|---|" + "---|" * len(report.attributes)]
+        for m in report.methods:
+            lines.append(f"| {m} | " + " | ".join(report.metric(m, a, metric).as_points() for a in report.attributes)
+                         + " |")
     lines.append(f"\n(total for this seed: {time.monotonic() - started:.0f} s)\n")
     return "\n".join(lines)
 
@@ -192,10 +196,16 @@ def main(argv=None) -> int:
     parts = [f"## Evidence run: {args.images} images per seed, seeds {args.seeds}, {recipe.model_name} from scratch, "
              f"{recipe.epochs} epochs, batch {recipe.batch_size}, peak learning rate {recipe.lr:g}, "
              f"{args.bootstrap} bootstrap resamples\n"]
+    started = time.monotonic()
     for seed in args.seeds:
         parts.append(run_seed(seed, args))
         out.write_text("\n".join(parts), encoding="utf-8")  # keep what is done if a later seed is interrupted
         print(parts[-1], flush=True)
+    from charattr_core.cpu_features import read_cpu_features
+
+    parts.append(f"Whole run: {time.monotonic() - started:.0f} s on {os.cpu_count()} CPU cores, "
+                 f"{read_cpu_features().describe()}.\n")
+    out.write_text("\n".join(parts), encoding="utf-8")
     print(f"written to {out}", file=sys.stderr)
     return 0
 
