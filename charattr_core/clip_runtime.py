@@ -320,23 +320,22 @@ def _openvino_encoder(model: torch.nn.Module, image_size: tuple[int, int], model
               "INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "THROUGHPUT"}
     compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
     n_requests = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-    # Infer requests are not thread-safe and ClipModel may be shared by threads: a queue each.
-    queues = threading.local()
-
-    def keep_output(request, where) -> None:
-        outputs, i = where
-        outputs[i] = np.array(request.get_output_tensor(0).data)  # a copy: the request is reused
+    # Infer requests are not thread-safe and ClipModel may be shared by threads: a set each. No
+    # Python completion callback: OpenVINO's stream threads would then need the GIL, and releasing
+    # the compiled model (a fallback after a failed check) deadlocked joining them.
+    local = threading.local()
 
     def encode(x: torch.Tensor) -> torch.Tensor:
-        queue = getattr(queues, "queue", None)
-        if queue is None:
-            queue = queues.queue = ov.AsyncInferQueue(compiled, n_requests)
-            queue.set_callback(keep_output)
+        requests = getattr(local, "requests", None)
+        if requests is None:
+            requests = local.requests = [compiled.create_infer_request() for _ in range(n_requests)]
         chunks = np.array_split(x.contiguous().numpy(), min(n_requests, len(x)))
-        outputs: list = [None] * len(chunks)
-        for i, chunk in enumerate(chunks):
-            queue.start_async({0: chunk}, (outputs, i))
-        queue.wait_all()
+        for request, chunk in zip(requests, chunks):
+            request.start_async({0: chunk})
+        outputs = []
+        for request, _chunk in zip(requests, chunks):
+            request.wait()
+            outputs.append(np.array(request.get_output_tensor(0).data))  # a copy: the request is reused
         return torch.from_numpy(np.concatenate(outputs)).float()
     return encode
 
