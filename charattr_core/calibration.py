@@ -183,7 +183,7 @@ def fit_calibration(examples: Iterable, vocabulary: Vocabulary, *, policy: Strat
                     sources: Sequence[str] = SOURCES, choosers: Mapping[str, StrategyChooser] | None = None,
                     min_items: int = MIN_ITEMS) -> ConfidenceCalibration:
     """Fit every method `evaluation.evaluate` scores on labelled calibration-split examples."""
-    from .evaluation import _predict, answer_score
+    from .evaluation import answer_score, labelled_predictions
 
     named = dict(choosers or {})
     if policy is not None:
@@ -192,14 +192,10 @@ def fit_calibration(examples: Iterable, vocabulary: Vocabulary, *, policy: Strat
 
     def items():
         for example in examples:
-            for key, label in example.labels.items():
-                if key not in vocabulary.keys or not label:
-                    continue
-                attribute = vocabulary.attribute(key)
-                for method in methods:
-                    predicted = _predict(example, attribute, method, thresholds, named)
-                    if not predicted.is_unknown:
-                        yield method, key, float(predicted.confidence), answer_score(predicted.values, tuple(label),
-                                                                                     attribute.multi)
+            for attribute, label, method, predicted in labelled_predictions(example, vocabulary, methods, thresholds,
+                                                                            named):
+                if not predicted.is_unknown:
+                    yield (method, attribute.key, float(predicted.confidence),
+                           answer_score(predicted.values, label, attribute.multi))
 
     return fit_from_items(items(), min_items)

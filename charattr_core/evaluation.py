@@ -365,6 +365,18 @@ def _predict(example: EvalExample, attribute, method: str, thresholds: Threshold
     return fuse_attribute(attribute, sources, strategy, thresholds, example.context)
 
 
+def labelled_predictions(example: EvalExample, vocabulary: Vocabulary, methods: Sequence[str], thresholds: Thresholds,
+                         choosers: Mapping[str, StrategyChooser]) -> Iterator[tuple]:
+    """(attribute, label, method, prediction) for every labelled attribute of `example` the vocabulary
+    knows, and every method: the items that the evaluation and the calibration both score."""
+    for key, label in example.labels.items():
+        if key not in vocabulary.keys or not label:
+            continue
+        attribute = vocabulary.attribute(key)
+        for method in methods:
+            yield attribute, tuple(label), method, _predict(example, attribute, method, thresholds, choosers)
+
+
 def evaluate(examples: Iterable[EvalExample], vocabulary: Vocabulary, policy: StrategyChooser | None = None,
              strategies: Sequence[str] = ALL_STRATEGIES, thresholds: Thresholds = Thresholds(),
              sources: Sequence[str] = SOURCES, choosers: Mapping[str, StrategyChooser] | None = None,
@@ -393,16 +405,12 @@ def evaluate(examples: Iterable[EvalExample], vocabulary: Vocabulary, policy: St
         n_images += 1
         if keep_items:
             image_ids.append(example.image_id)
-        for key, label in example.labels.items():
-            if key not in vocabulary.keys or not label:
-                continue
-            attribute = vocabulary.attribute(key)
-            for method in methods:
-                predicted = _predict(example, attribute, method, thresholds, named)
-                raw = predicted.confidence
-                if calibration is not None:
-                    predicted = calibration.apply(method, predicted)
-                logs[(method, key)].add(image, predicted, tuple(label), attribute.multi, raw)
+        for attribute, label, method, predicted in labelled_predictions(example, vocabulary, methods, thresholds,
+                                                                        named):
+            raw = predicted.confidence
+            if calibration is not None:
+                predicted = calibration.apply(method, predicted)
+            logs[(method, attribute.key)].add(image, predicted, label, attribute.multi, raw)
     attributes = tuple(k for k in vocabulary.keys if (methods[0], k) in logs) if methods else ()
     compiled = {k: _Compiled(log) for k, log in logs.items()}
     n_items = {a: compiled[(methods[0], a)].size for a in attributes}
