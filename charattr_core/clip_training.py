@@ -19,6 +19,7 @@ with the data, the settings and the weights, so caches and code versions follow 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -300,8 +301,7 @@ def train_clip(data: TrainingData, vocabulary: Vocabulary, out_dir: str | Path,
         raise ConfigError(f"Only {len(data.images)} training image(s) with usable tags in the training split; "
                           "contrastive training needs at least 2 (skipped: "
                           f"{', '.join(f'{n} {r}' for r, n in data.skipped.items()) or 'none'}).")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _model_dir(out_dir)
     adapted = resolve_adapted_model(settings.pretrained)
     if adapted is not None:  # continue from an earlier train-clip directory: its architecture and weights
         settings = replace(settings, model_name=adapted.model_name, pretrained=str(adapted.checkpoint))
@@ -351,24 +351,55 @@ def train_clip(data: TrainingData, vocabulary: Vocabulary, out_dir: str | Path,
             if progress:
                 print(f"epoch {epoch + 1}/{settings.epochs}: loss {losses[-1]:.4f}", file=sys.stderr)
     model.to("cpu").eval()
-    weights = out / WEIGHTS_FILE
-    tmp = weights.with_suffix(".tmp")
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    tmp.replace(weights)
-    # The architecture travels with the weights, so the folder still loads when the bundled
-    # config of that name changes (or on a machine that never had it).
-    (out / ARCH_CONFIG_DIR).mkdir(exist_ok=True)
-    (out / ARCH_CONFIG_DIR / f"{arch_name}.json").write_text(json.dumps(arch_cfg, indent=2), encoding="utf-8")
-    meta = {"format": FORMAT, "architecture": arch_name, "base_architecture": settings.model_name,
-            "resolution": arch_cfg["vision_cfg"]["image_size"], "settings": asdict(settings),
-            "vocabulary_fingerprint": vocabulary.fingerprint, "train_splits": list(TRAIN_SPLITS),
-            "n_images": len(data.images), "data_fingerprint": data.fingerprint, "skipped": data.skipped,
-            "epoch_losses": losses, "training_seconds": round(time.monotonic() - started, 1),
-            "weights_file": WEIGHTS_FILE, "weights_digest": _file_digest(weights)}
-    (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
-    resolved = resolve_adapted_model(out)
+    with _folder_lock(out):  # two runs into one folder: each writes all its files, the last one wins
+        # An earlier model's description goes first: a kill while the new weights are written leaves
+        # a folder that is no model (train again), never old metadata beside new weights.
+        (out / CONFIG_FILE).unlink(missing_ok=True)
+        weights = out / WEIGHTS_FILE
+        tmp = weights.with_suffix(".tmp")
+        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        tmp.replace(weights)
+        # The architecture travels with the weights, so the folder still loads when the bundled
+        # config of that name changes (or on a machine that never had it).
+        (out / ARCH_CONFIG_DIR).mkdir(exist_ok=True)
+        (out / ARCH_CONFIG_DIR / f"{arch_name}.json").write_text(json.dumps(arch_cfg, indent=2), encoding="utf-8")
+        meta = {"format": FORMAT, "architecture": arch_name, "base_architecture": settings.model_name,
+                "resolution": arch_cfg["vision_cfg"]["image_size"], "settings": asdict(settings),
+                "vocabulary_fingerprint": vocabulary.fingerprint, "train_splits": list(TRAIN_SPLITS),
+                "n_images": len(data.images), "data_fingerprint": data.fingerprint, "skipped": data.skipped,
+                "epoch_losses": losses, "training_seconds": round(time.monotonic() - started, 1),
+                "weights_file": WEIGHTS_FILE, "weights_digest": _file_digest(weights)}
+        tmp = out / f"{CONFIG_FILE}.tmp"
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+        tmp.replace(out / CONFIG_FILE)
+        resolved = resolve_adapted_model(out)
     assert resolved is not None
     return TrainingResult(out, arch_name, resolved.model_key, len(data.images), losses, data.skipped)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on `folder` while a model's files are written (`fcntl.flock`, POSIX)."""
+    import fcntl
+
+    with open(folder / ".train-clip.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _model_dir(out_dir: str | Path) -> Path:
+    """The output folder, created; a path that is a file or cannot be created is a one-line error."""
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the model.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"Cannot create the model folder {out} ({exc.strerror or exc}).") from None
+    return out
 
 
 def train_clip_from_source(source: str | Path, out_dir: str | Path, settings: TrainingSettings = TrainingSettings(),
@@ -381,6 +412,9 @@ def train_clip_from_source(source: str | Path, out_dir: str | Path, settings: Tr
     from .schema import load_vocabulary
 
     settings.validate()
+    source_dir, out = Path(source).expanduser().resolve(), Path(out_dir).expanduser().resolve()
+    if source_dir.is_dir() and (out == source_dir or source_dir in out.parents):
+        raise ConfigError(f"--out {out_dir} is inside the source {source}; write the model outside the collection.")
     vocabulary = vocabulary or load_vocabulary()
     data = training_data(rows_from_source(source, vocabulary, max_image_pixels, tag_parses=tag_parses,
                                          batch_size=stage_batch_size), vocabulary,

@@ -159,6 +159,30 @@ def test_the_folder_keeps_loading_when_the_bundled_architecture_changes(trained,
     assert clip.model.visual.conv1.out_channels == changed["vision_cfg"]["width"] // 2  # the trained width
 
 
+def test_an_output_path_that_cannot_hold_the_model_is_a_one_line_error(demo_source, tmp_path, capsys):
+    a_file = tmp_path / "model.bin"
+    a_file.write_bytes(b"not a folder")
+    for out, message in ((a_file, "is a file"), (demo_source / "adapted", "inside the source")):
+        assert main(["train-clip", str(demo_source), "--out", str(out), "--model", "charattr-tiny", "--epochs", "1",
+                     "-q", "--database-url", f"sqlite:///{tmp_path / 'cache.db'}"]) == 1
+        err = capsys.readouterr().err
+        assert message in err and err.strip().count("\n") == 0 and "Traceback" not in err
+    assert a_file.read_bytes() == b"not a folder" and not (demo_source / "adapted").exists()
+
+
+def test_retraining_into_a_folder_replaces_the_whole_model(rows, trained, tmp_path):
+    """The description is rewritten with the weights (never an old JSON beside new weights)."""
+    import shutil
+
+    folder = tmp_path / "again"
+    shutil.copytree(trained, folder)
+    before = resolve_adapted_model(folder)
+    train_clip(training_data(rows, VOCAB), VOCAB, folder, TrainingSettings(**{**TINY, "seed": 1}), progress=False)
+    after = resolve_adapted_model(folder)
+    assert after.metadata["settings"]["seed"] == 1 and after.model_key != before.model_key
+    assert after.metadata["weights_digest"] != before.metadata["weights_digest"]
+
+
 def test_bad_settings_are_one_sentence_errors(rows, trained, tmp_path):
     data = training_data(rows, VOCAB)
     with pytest.raises(ConfigError, match="epochs"):
