@@ -26,6 +26,8 @@ from .service import AppService, Controls
 MAX_ZIP_MEMBERS = 20_000
 MAX_ZIP_BYTES = 4 * 2**30  # uncompressed; a zip bomb is refused before anything is written
 PROGRESS_EVERY = 8  # images per pipeline batch: the progress bar moves at least this often
+KEEP_BATCHES = 8  # result folders kept for download; older ones are removed (Gradio has copied them)
+BATCH_PREFIX = "charattr-app-batch-"
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -116,19 +118,44 @@ def count_images(folder: Path, limit: int) -> int:
 
 def run_batch(service: AppService, controls: Controls, *, files: Sequence[str] = (), folder: str | None = None,
               limit: int = 1000, progress: Progress | None = None, work_dir: Path | None = None) -> BatchResult:
-    """Every image of the uploads (or of the server-side folder) through the pipeline and its cache."""
-    work = Path(tempfile.mkdtemp(prefix="charattr-app-batch-", dir=work_dir))
+    """Every image of the uploads (or of the server-side folder) through the pipeline and its cache.
+
+    The batch works in a folder of its own under `work_dir` (default: the service's): uploads are
+    copied there and removed once read; the result files stay for download, for the last
+    `KEEP_BATCHES` batches. A batch that fails leaves nothing behind.
+    """
+    if not files and not (folder and folder.strip()):
+        raise ConfigError("Upload images (or a zip of images with sidecar .txt tags), or give a folder on the server.")
+    root = work_dir if work_dir is not None else service.work_dir
+    work = Path(tempfile.mkdtemp(prefix=BATCH_PREFIX, dir=root))
+    try:
+        result = _run_in(work, service, controls, files, folder, limit, progress)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    prune_batches(root, keep=KEEP_BATCHES)
+    return result
+
+
+def prune_batches(root: Path, keep: int) -> None:
+    """Remove all but the `keep` newest batch folders under `root`."""
+    batches = sorted((p for p in Path(root).glob(BATCH_PREFIX + "*") if p.is_dir()),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in batches[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _run_in(work: Path, service: AppService, controls: Controls, files: Sequence[str], folder: str | None,
+            limit: int, progress: Progress | None) -> BatchResult:
     failures: list[dict] = []
     if files:
         source = work / "inputs"
         source.mkdir()
         failures += stage_uploads(files, source)
         shown_root = source
-    elif folder and folder.strip():
-        source = service.server_path(folder)
-        shown_root = source if source.is_dir() else source.parent
     else:
-        raise ConfigError("Upload images (or a zip of images with sidecar .txt tags), or give a folder on the server.")
+        source = service.server_path(folder or "")
+        shown_root = source if source.is_dir() else source.parent
     total = count_images(source, limit) if source.is_dir() else limit
     summary = RunSummary()
     rows: list[dict] = []
@@ -160,6 +187,8 @@ def run_batch(service: AppService, controls: Controls, *, files: Sequence[str] =
     if failures:
         with FailureWriter(out / "charattr_failed.csv") as writer:
             writer.write([{"source_uri": f["file"], "image_id": None, "error": f["error"]} for f in failures])
+    if files:
+        shutil.rmtree(work / "inputs", ignore_errors=True)  # read and cached; only the results are served
     return BatchResult(rows, failures, csv_path, parquet_path, summary, notes)
 
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,15 @@ class AppService:
         self.lock = threading.Lock()
         self._pipelines: dict[Controls, Pipeline] = {}
         self._clip = None  # the first pipeline's loaded model, handed to the others
+        self._work_dir: Path | None = None
+
+    @property
+    def work_dir(self) -> Path:
+        """This app's own temporary folder (batch uploads and result files), removed when the app exits."""
+        if self._work_dir is None:
+            self._work_dir = Path(tempfile.mkdtemp(prefix="charattr-app-"))
+            self._remove_work_dir = weakref.finalize(self, shutil.rmtree, self._work_dir, ignore_errors=True)
+        return self._work_dir
 
     def default_controls(self) -> Controls:
         c = self.config
@@ -115,6 +127,9 @@ class AppService:
         for pipe in self._pipelines.values():
             pipe.close()
         self._pipelines.clear()
+        if self._work_dir is not None:
+            self._remove_work_dir()
+            self._work_dir = None
 
 
 def result_rows(explained: Explanation) -> list[list[Any]]:

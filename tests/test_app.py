@@ -136,6 +136,29 @@ def test_batch_of_uploads_writes_csv_and_parquet_and_lists_failed_files(service,
 def test_batch_needs_something_to_read(service):
     with pytest.raises(ConfigError, match="Upload images"):
         run_batch(service, service.default_controls())
+    assert service._work_dir is None or not any(service._work_dir.iterdir())  # nothing made for nothing
+
+
+def test_batches_leave_nothing_behind_but_their_latest_results(service, demo_source, tmp_path, monkeypatch):
+    from charattr_app import batch
+
+    image = sorted(demo_source.rglob("*.png"))[0]
+    (tmp_path / "notes.txt").write_text("a sidecar without its image")
+    with pytest.raises(ConfigError, match="No image files"):
+        run_batch(service, service.default_controls(), files=[str(tmp_path / "notes.txt")], work_dir=tmp_path)
+    assert not list(tmp_path.glob(batch.BATCH_PREFIX + "*"))  # a failed batch removes its folder
+    monkeypatch.setattr(batch, "KEEP_BATCHES", 2)
+    results = [run_batch(service, service.default_controls(), files=[str(image)], work_dir=tmp_path)
+               for _ in range(3)]
+    kept = sorted(tmp_path.glob(batch.BATCH_PREFIX + "*"))
+    assert len(kept) == 2 and not results[0].csv_path.exists() and results[-1].csv_path.is_file()
+    assert not any((k / "inputs").exists() for k in kept)  # uploads are removed once read
+    # Without a work_dir, batches go to the service's own folder, removed with the service.
+    default = run_batch(service, service.default_controls(), files=[str(image)])
+    own = service.work_dir
+    assert default.csv_path.is_relative_to(own) and own.name.startswith("charattr-app-")
+    service.close()
+    assert not own.exists()
 
 
 def test_benchmark_measures_a_first_and_a_cached_run(tiny_config, tmp_path):
