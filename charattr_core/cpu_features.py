@@ -8,6 +8,7 @@ AVX-512 bf16 and VNNI), and bf16 on a CPU without native bf16 runs ~10x slower t
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,9 +57,38 @@ def parse_cpuinfo(text: str) -> CpuFeatures:
     return CpuFeatures(model=model, flags=flags)
 
 
+# oneDNN's ONEDNN_MAX_CPU_ISA caps the instruction set of PyTorch's and OpenVINO's oneDNN kernels;
+# the features it leaves usable, per value (oneDNN's names). Unknown values cap nothing.
+_AVX2 = {"avx2", "fma"}
+_AVX512 = _AVX2 | {"avx512f"}
+_ISA_LIMITS = {
+    "SSE41": set(), "AVX": set(), "AVX2": _AVX2, "AVX2_VNNI": _AVX2 | {"avx_vnni"},
+    "AVX2_VNNI_2": _AVX2 | {"avx_vnni"}, "AVX512_CORE": _AVX512,
+    "AVX512_CORE_VNNI": _AVX512 | {"avx512_vnni"},
+    "AVX512_CORE_BF16": _AVX512 | {"avx512_vnni", "avx512_bf16"},
+    "AVX512_CORE_FP16": _AVX512 | {"avx512_vnni", "avx512_bf16"},
+    "AVX10_1_512": _AVX512 | {"avx512_vnni", "avx512_bf16"},
+}
+ISA_LIMIT_ENV = "ONEDNN_MAX_CPU_ISA"
+
+
+def limit_features(features: CpuFeatures, isa_limit: str | None) -> CpuFeatures:
+    """`features` without what an `ONEDNN_MAX_CPU_ISA` value forbids: the plan then matches the
+    kernels that will run (an `AVX2` cap on an AVX-512 BF16 CPU plans as on an AVX2-only one)."""
+    allowed = _ISA_LIMITS.get((isa_limit or "").strip().upper())
+    if allowed is None:
+        return features
+    return CpuFeatures(model=f"{features.model}, {ISA_LIMIT_ENV}={isa_limit.strip().upper()}",
+                       flags=features.flags & frozenset(allowed))
+
+
 @functools.lru_cache(maxsize=1)
 def read_cpu_features() -> CpuFeatures:
-    """This machine's CPU features (read once per process)."""
+    """This machine's CPU features (read once per process), capped by `ONEDNN_MAX_CPU_ISA` if set."""
+    return limit_features(_read_machine_features(), os.environ.get(ISA_LIMIT_ENV))
+
+
+def _read_machine_features() -> CpuFeatures:
     try:
         return parse_cpuinfo(Path("/proc/cpuinfo").read_text(errors="replace"))
     except OSError:

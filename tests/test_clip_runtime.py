@@ -70,6 +70,19 @@ def test_cpu_flags_are_read_from_cpuinfo():
     assert not plain.native_bf16 and not plain.avx2 and plain.describe() == "Old (no AVX2)"
 
 
+def test_a_onednn_isa_cap_plans_as_on_the_capped_cpu():
+    from charattr_core.cpu_features import limit_features
+
+    epyc = parse_cpuinfo("model name : AMD EPYC\nflags : avx2 fma avx512f avx512_vnni avx512_bf16\n")
+    capped = limit_features(epyc, "avx2")
+    assert capped.flags == {"avx2", "fma"} and not capped.native_bf16 and not capped.int8_dot_product
+    assert capped.describe() == "AMD EPYC, ONEDNN_MAX_CPU_ISA=AVX2 (avx2, fma)"
+    assert plan_cpu_path(features=capped, installed=everything_installed)[0].precision == "fp32"
+    vnni = limit_features(epyc, "AVX512_CORE_VNNI")
+    assert vnni.int8_dot_product and not vnni.native_bf16
+    assert limit_features(epyc, None) == epyc and limit_features(epyc, "ALL") == epyc
+
+
 # ---- planning -------------------------------------------------------------------------------
 
 
@@ -78,7 +91,9 @@ def test_auto_plans_bf16_only_where_the_cpu_has_native_bf16():
     assert path == InferencePath("openvino", "bf16") and "native bf16" in why
     assert plan_cpu_path(features=NATIVE_BF16, installed=only_torch)[0] == InferencePath("torch", "bf16")
     path, why = plan_cpu_path(features=AVX2_ONLY, installed=everything_installed)
-    assert path == InferencePath("onnxruntime", "fp32") and "no native bf16" in why
+    assert path == InferencePath("openvino", "fp32") and "no native bf16" in why
+    assert plan_cpu_path(features=AVX2_ONLY, installed=lambda r: r != "openvino")[0] == \
+        InferencePath("onnxruntime", "fp32")
     assert plan_cpu_path(features=AVX2_ONLY, installed=only_torch)[0] == FP32
 
 
