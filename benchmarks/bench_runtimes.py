@@ -16,9 +16,9 @@ path `--precision auto` picks on this CPU, against the same stage in eager fp32:
 issue's goal is about (>= 2.2x where the CPU has native bf16, >= 1.15x elsewhere, never slower).
 The CPU model and its flags are printed with the table. Writes benchmarks/results/runtimes.json.
 
-On a CPU with AVX-512, `ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2` gives a *partial*
-emulation of an AVX2-only CPU: PyTorch's kernels (oneDNN and MKL) and OpenVINO's oneDNN kernels
-keep to AVX2, and the auto plan is the AVX2 one, but ONNX Runtime's MLAS kernels and some of
+On a CPU with AVX-512, `ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2`
+gives a *partial* emulation of an AVX2-only CPU: PyTorch's kernels (ATen, oneDNN, MKL) and
+OpenVINO's oneDNN kernels keep to AVX2, and the auto plan is the AVX2 one, but ONNX Runtime's MLAS kernels and some of
 OpenVINO's own still use AVX-512. Paths that need native bf16 are skipped where the CPU (or the
 cap) has none: they would run ~10x slower than fp32.
 """
@@ -87,8 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"CPU: {features.describe()}\n")
     capped = os.environ.get(ISA_LIMIT_ENV)
     if capped:
-        info["isa_cap"] = (f"{ISA_LIMIT_ENV}={capped}, MKL_ENABLE_INSTRUCTIONS={os.environ.get('MKL_ENABLE_INSTRUCTIONS')}: "
-                           "partial emulation (ONNX Runtime's MLAS and some OpenVINO kernels ignore the cap)")
+        caps = ", ".join(f"{name}={os.environ.get(name)}" for name in
+                         ("ATEN_CPU_CAPABILITY", ISA_LIMIT_ENV, "MKL_ENABLE_INSTRUCTIONS"))
+        info["isa_cap"] = f"{caps}: partial emulation (ONNX Runtime's MLAS and some OpenVINO kernels ignore the cap)"
         print(info["isa_cap"] + "\n")
     reference = load_clip(args.model, None, device="cpu", precision="fp32", runtime="torch")
     base_key = reference.model_key
