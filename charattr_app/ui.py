@@ -97,7 +97,9 @@ def build_app(service: AppService) -> gr.Blocks:
         except Exception as exc:  # noqa: BLE001
             return _error_text(exc)
 
-    with gr.Blocks(title="charattr", analytics_enabled=False) as app:
+    # Gradio copies every served file (uploads, result downloads) into its own cache: hourly, drop
+    # copies older than a day, so an app left running does not fill the disk.
+    with gr.Blocks(title="charattr", analytics_enabled=False, delete_cache=(3600, 86400)) as app:
         gr.Markdown("# charattr\nCharacter attributes from Danbooru tags, CLIP and a learned fusion policy — "
                     "the same pipeline and results cache as the `charattr` command.")
         with gr.Accordion("Fusion settings (used by every tab)", open=False):
