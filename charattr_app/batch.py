@@ -138,8 +138,9 @@ def run_batch(service: AppService, controls: Controls, *, files: Sequence[str] =
 
 
 def prune_batches(root: Path, keep: int) -> None:
-    """Remove all but the `keep` newest batch folders under `root`."""
-    batches = sorted((p for p in Path(root).glob(BATCH_PREFIX + "*") if p.is_dir()),
+    """Remove all but the `keep` newest finished batch folders under `root` (a batch still running
+    has no `results/` yet, and is never touched)."""
+    batches = sorted((p for p in Path(root).glob(BATCH_PREFIX + "*") if (p / "results").is_dir()),
                      key=lambda p: p.stat().st_mtime, reverse=True)
     for old in batches[keep:]:
         shutil.rmtree(old, ignore_errors=True)

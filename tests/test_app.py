@@ -4,6 +4,7 @@ root, zip uploads that try to escape, a batch with a failed file, the benchmark,
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 import zipfile
@@ -148,9 +149,13 @@ def test_batches_leave_nothing_behind_but_their_latest_results(service, demo_sou
         run_batch(service, service.default_controls(), files=[str(tmp_path / "notes.txt")], work_dir=tmp_path)
     assert not list(tmp_path.glob(batch.BATCH_PREFIX + "*"))  # a failed batch removes its folder
     monkeypatch.setattr(batch, "KEEP_BATCHES", 2)
+    running = tmp_path / (batch.BATCH_PREFIX + "running")  # another batch, still reading its uploads
+    (running / "inputs").mkdir(parents=True)
+    os.utime(running, (0, 0))
     results = [run_batch(service, service.default_controls(), files=[str(image)], work_dir=tmp_path)
                for _ in range(3)]
-    kept = sorted(tmp_path.glob(batch.BATCH_PREFIX + "*"))
+    assert (running / "inputs").is_dir()  # pruning never touches a batch that has not finished
+    kept = sorted(p for p in tmp_path.glob(batch.BATCH_PREFIX + "*") if p != running)
     assert len(kept) == 2 and not results[0].csv_path.exists() and results[-1].csv_path.is_file()
     assert not any((k / "inputs").exists() for k in kept)  # uploads are removed once read
     # Without a work_dir, batches go to the service's own folder, removed with the service.
