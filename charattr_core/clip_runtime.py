@@ -122,7 +122,7 @@ def plan_cpu_path(runtime: str = "auto", precision: str = "auto", *, features: C
     if runtime == "auto":
         # An explicit fp32 is the PyTorch reference (the cache of every earlier run); otherwise the
         # runtime that was fastest for the precision in benchmarks/bench_runtimes.py, if installed
-        # (fp32: OpenVINO 1.10x eager, ONNX Runtime 1.03x, on the AVX-512 EPYC).
+        # (fp32: OpenVINO 1.10-1.14x eager, ONNX Runtime 1.03-1.04x, on the AVX-512 EPYC).
         preferred = {"bf16": ("openvino", "torch"), "int8": ("onnxruntime", "torch"),
                      "fp32": ("openvino", "onnxruntime", "torch") if auto_precision else ("torch",)}[precision]
         runtime = next(r for r in preferred if installed(r))
