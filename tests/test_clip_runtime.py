@@ -83,6 +83,18 @@ def test_a_onednn_isa_cap_plans_as_on_the_capped_cpu():
     assert limit_features(epyc, None) == epyc and limit_features(epyc, "ALL") == epyc
 
 
+def test_the_machine_features_obey_the_cap_in_the_environment(monkeypatch):
+    from charattr_core.cpu_features import read_cpu_features
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    read_cpu_features.cache_clear()
+    try:
+        capped = read_cpu_features()
+        assert capped.flags <= {"avx2", "fma"} and "ONEDNN_MAX_CPU_ISA=AVX2" in capped.describe()
+    finally:
+        read_cpu_features.cache_clear()  # later tests read the real CPU again
+
+
 # ---- planning -------------------------------------------------------------------------------
 
 
